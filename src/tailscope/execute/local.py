@@ -1,0 +1,39 @@
+"""The local executor: trains chunks one after another in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from tailscope.engine import train_models
+from tailscope.execute.base import ChunkCallback, TrainingJob
+from tailscope.store import OUTPUTS
+
+__all__ = ["LocalExecutor"]
+
+
+class LocalExecutor:
+    """Train every chunk in-process, on ``job.device``, with the vectorized engine."""
+
+    def run(
+        self,
+        job: TrainingJob,
+        chunks: Iterable[np.ndarray],
+        on_chunk: ChunkCallback,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        for models in chunks:
+            out = train_models(
+                job.recipe,
+                job.x_train,
+                job.y_train,
+                job.x_test,
+                job.y_test,
+                job.masks[models],
+                job.seeds[models],
+                device=job.device,
+            )
+            on_chunk(models, {name: getattr(out, name) for name in OUTPUTS})
+            if progress is not None:
+                progress(len(models))

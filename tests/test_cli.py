@@ -1,0 +1,138 @@
+"""The command line: happy path, and one clear line (no traceback) for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tailscope.cli import main
+
+TRAIN = ["train", "--dataset", "digits", "--n-train", "200", "--n-test", "60", "--models",
+         "4", "--epochs", "1", "--models-per-step", "2", "--quiet"]
+
+
+def _one_line_error(capsys, argv, *needles):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("tailscope")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "run"
+    assert main([TRAIN[0], str(path), *TRAIN[1:]]) == 0
+    return path
+
+
+def test_train_then_estimate_writes_tables(trained_run, capsys):
+    assert main(["estimate", str(trained_run), "--infl", "0.2", "--mem", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "4 models" in out and "memorization" in out
+    mem = pd.read_csv(trained_run / "memorization.csv")
+    assert list(mem.columns) == ["index", "label", "mem", "mem_se"]
+    assert len(mem) == 200
+    pairs = pd.read_csv(trained_run / "pairs.csv")
+    assert list(pairs.columns) == ["train", "test", "label", "infl", "infl_se", "mem", "mem_se"]
+    assert (pairs["infl"] >= 0.2).all() and (pairs["mem"] >= 0.1).all()
+
+
+def test_train_resume_without_dataset(trained_run, capsys):
+    assert main(["train", str(trained_run), "--quiet"]) == 0
+    assert "4/4 models finished (0 trained" in capsys.readouterr().out
+
+
+def test_unknown_dataset(tmp_path, capsys):
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "cifar-1000"],
+                    "cifar-1000")
+
+
+@pytest.mark.parametrize("ratio", ["0", "1", "1.5", "-0.2", "abc"])
+def test_bad_ratio(tmp_path, capsys, ratio):
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--ratio",
+                             ratio], "ratio")
+
+
+@pytest.mark.parametrize("k", ["1", "0", "x"])
+def test_too_few_models(tmp_path, capsys, k):
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--models",
+                             k], "--models")
+
+
+def test_missing_run(tmp_path, capsys):
+    _one_line_error(capsys, ["estimate", str(tmp_path / "none")], "does not exist")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["estimate", str(tmp_path / "empty")], "no spec.json")
+    _one_line_error(capsys, ["train", str(tmp_path / "empty")], "--dataset")
+
+
+@pytest.mark.parametrize(("name", "needle"), [("masks.npy", "masks.npy"),
+                                               ("spec.json", "spec.json"),
+                                               ("correct_test.npy", "correct_test.npy")])
+def test_corrupt_run_files(tmp_path, capsys, trained_run, name, needle):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    (copy / name).write_bytes(b"\x93NUMPY garbage")
+    _one_line_error(capsys, ["estimate", str(copy)], needle, "corrupt")
+
+
+def test_spec_mismatch_keeps_what_was_trained(trained_run, capsys):
+    before = np.load(trained_run / "correct_test.npy").copy()
+    _one_line_error(capsys, [TRAIN[0], str(trained_run), *TRAIN[1:], "--seed", "3"],
+                    "seed: stored 0, requested 3")
+    assert np.array_equal(np.load(trained_run / "correct_test.npy"), before)
+    assert np.load(trained_run / "done.npy").all()
+
+
+def _npz(path, **overrides):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.normal(size=(40, 5)),
+        "y_train": np.arange(40) % 3,
+        "x_test": rng.normal(size=(10, 5)),
+        "y_test": np.arange(10) % 3,
+    }
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_nan_features(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(40, 5))
+    x[3, 1] = np.nan
+    bad = _npz(tmp_path / "nan.npz", x_train=x)
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", str(bad)], "NaN")
+
+
+def test_labels_out_of_range(tmp_path, capsys):
+    bad = _npz(tmp_path / "labels.npz", y_train=np.arange(40) % 3 - 1)
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", str(bad)], "label")
+
+
+def test_run_dir_is_a_file(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("not a run")
+    _one_line_error(capsys, ["train", str(file), "--dataset", "digits"], "not a directory")
+    _one_line_error(capsys, ["estimate", str(file)], "not a directory")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tailscope.cli", "train", str(tmp_path / "r"), "--dataset",
+         "nope"], capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,167 @@
+"""Run: create, train, resume (also after SIGKILL), reopen, estimate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tailscope as ts
+from tailscope.errors import DataError, SpecMismatchError
+from tailscope.store import OUTPUTS
+
+
+def _train(path, data, recipe, **kw):
+    run = ts.Run.create(path, data, recipe, n_models=kw.pop("n_models", 8), ratio=0.7,
+                        seed=kw.pop("seed", 0), models_per_step=kw.pop("models_per_step", 4),
+                        **kw)
+    return run.train(progress=False)
+
+
+def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
+    run = _train(tmp_path / "r", digits, tiny_recipe)
+    assert run.n_finished == 8
+    assert run.chunks() == []
+    est = run.estimate()
+    assert est.memorization.shape == (digits.n_train,)
+    assert est.memorization_se.shape == (digits.n_train,)
+    # Models learn: mean test accuracy well above chance (10 classes).
+    assert est.summary()["test_accuracy"] > 0.6
+    # Margins agree with correctness wherever the margin is not a tie.
+    margin = run.store.outputs["margin_test"].astype(np.float32)
+    correct = run.store.outputs["correct_test"]
+    assert np.array_equal(margin[margin != 0] > 0, correct[margin != 0])
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_recipe):
+    full = _train(tmp_path / "full", digits, tiny_recipe)
+    run = ts.Run.create(tmp_path / "part", digits, tiny_recipe, n_models=8, seed=0,
+                        models_per_step=4)
+    # Train only the first chunk, as if the process died after it.
+    first = run.chunks()[0]
+    run_one = ts.execute.LocalExecutor()
+    from tailscope.data import features
+
+    xtr, xte = features(digits)
+    job = ts.execute.TrainingJob(tiny_recipe, xtr, digits.y_train, xte, digits.y_test,
+                                 np.asarray(run.store.masks), np.asarray(run.store.seeds))
+    run_one.run(job, [first], run.store.write)
+    reopened = ts.Run.open(tmp_path / "part", data=digits, model=tiny_recipe)
+    assert reopened.n_finished == 4
+    assert [list(c) for c in reopened.chunks()] == [[4, 5, 6, 7]]
+    reopened.train(progress=False)
+    for name in OUTPUTS:
+        assert np.array_equal(reopened.store.outputs[name], full.store.outputs[name]), name
+
+
+def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, digits,
+                                                                   tiny_recipe):
+    _train(tmp_path / "r", digits, tiny_recipe)
+    again = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, seed=0,
+                          models_per_step=4)
+    assert again.n_finished == 8
+    with pytest.raises(SpecMismatchError, match="seed: stored 0, requested 1"):
+        ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, seed=1,
+                      models_per_step=4)
+    other = digits.subset(n_train=200)
+    with pytest.raises(SpecMismatchError, match="dataset.hash"):
+        ts.Run.create(tmp_path / "r", other, tiny_recipe, n_models=8, seed=0,
+                      models_per_step=4)
+
+
+def test_builtin_run_reopens_without_data_or_recipe(tmp_path):
+    data = ts.datasets.load("digits", n_train=200, n_test=50, random_state=1)
+    run = ts.Run.create(tmp_path / "r", data, "mlp", n_models=4, epochs=1,
+                        models_per_step=2)
+    run.train(progress=False)
+    reopened = ts.Run.open(tmp_path / "r")
+    assert reopened.dataset.content_hash == data.content_hash
+    assert reopened.recipe.to_spec() == run.recipe.to_spec()
+    assert reopened.n_finished == 4
+
+
+def test_arrays_run_needs_its_data_to_train_again(tmp_path, digits, tiny_recipe):
+    data = ts.datasets.from_arrays(digits.x_train, digits.y_train, digits.x_test,
+                                   digits.y_test)
+    ts.Run.create(tmp_path / "r", data, tiny_recipe, n_models=4, models_per_step=4)
+    run = ts.Run.open(tmp_path / "r", model=tiny_recipe)
+    with pytest.raises(DataError, match="in-memory arrays"):
+        run.train(progress=False)
+    # Estimation needs no data: labels are stored in the run.
+    with pytest.raises(DataError, match="0 finished models"):
+        run.estimate()
+
+
+def test_partial_run_estimates_from_finished_models(tmp_path, digits, tiny_recipe):
+    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, models_per_step=4)
+    from tailscope.data import features
+
+    xtr, xte = features(digits)
+    job = ts.execute.TrainingJob(tiny_recipe, xtr, digits.y_train, xte, digits.y_test,
+                                 np.asarray(run.store.masks), np.asarray(run.store.seeds))
+    ts.execute.LocalExecutor().run(job, [run.chunks()[1]], run.store.write)
+    est = run.estimate()
+    assert est.n_models == 4
+    assert np.array_equal(est.masks, run.store.masks[4:])
+
+
+SCRIPT = """
+import sys, torch
+import tailscope as ts
+sys.path.insert(0, {tests!r})
+from conftest import tiny_mlp
+data = ts.datasets.load("digits", n_train=300, n_test=100, random_state=0)
+recipe = ts.Recipe(name="tiny-mlp", build=tiny_mlp, epochs={epochs}, batch_size=32, lr=0.1,
+                   momentum=0.9)
+run = ts.Run.create(sys.argv[1], data, recipe, n_models=24, seed=5, models_per_step=2)
+run.train(progress=False)
+"""
+
+
+def _run_script(path: Path, epochs: int) -> subprocess.Popen:
+    code = SCRIPT.format(tests=str(Path(__file__).parent), epochs=epochs)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    """A training process killed with SIGKILL mid-run, resumed, gives identical estimates."""
+    killed = tmp_path / "killed"
+    proc = _run_script(killed, epochs=6)
+    done_file = killed / "done.npy"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if done_file.exists():
+            done = np.load(done_file, mmap_mode="r")
+            if 4 <= done.sum() < len(done):
+                break
+        if proc.poll() is not None:
+            pytest.fail("the training process ended before it could be killed")
+        time.sleep(0.05)
+    else:
+        pytest.fail("no model finished within 120 s")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = int(np.load(done_file).sum())
+    assert 0 < n_done < 24
+
+    assert _run_script(killed, epochs=6).wait() == 0  # resume
+    assert _run_script(tmp_path / "clean", epochs=6).wait() == 0  # never interrupted
+
+    a = ts.Run.open(killed, writable=False)
+    b = ts.Run.open(tmp_path / "clean", writable=False)
+    assert a.n_finished == b.n_finished == 24
+    for name in OUTPUTS:
+        assert np.array_equal(a.store.outputs[name], b.store.outputs[name]), name
+    ea, eb = a.estimate(), b.estimate()
+    assert np.array_equal(ea.memorization, eb.memorization, equal_nan=True)
+    assert np.array_equal(ea.memorization_se, eb.memorization_se, equal_nan=True)
+    pa = ea.high_influence_pairs(infl=0.3, mem=0.1)
+    pb = eb.high_influence_pairs(infl=0.3, mem=0.1)
+    assert pa.equals(pb)
