@@ -25,5 +25,4 @@ def digits():
 
 @pytest.fixture
 def tiny_recipe():
-    return ts.Recipe(name="tiny-mlp", build=tiny_mlp, epochs=2, batch_size=32, lr=0.1,
-                     momentum=0.9)
+    return ts.Recipe(name="tiny-mlp", build=tiny_mlp, epochs=2, batch_size=32, lr=0.1, momentum=0.9)

@@ -11,8 +11,22 @@ import pytest
 
 from tailscope.cli import main
 
-TRAIN = ["train", "--dataset", "digits", "--n-train", "200", "--n-test", "60", "--models",
-         "4", "--epochs", "1", "--models-per-step", "2", "--quiet"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--n-train",
+    "200",
+    "--n-test",
+    "60",
+    "--models",
+    "4",
+    "--epochs",
+    "1",
+    "--models-per-step",
+    "2",
+    "--quiet",
+]
 
 
 def _one_line_error(capsys, argv, *needles):
@@ -53,20 +67,21 @@ def test_train_resume_without_dataset(trained_run, capsys):
 
 
 def test_unknown_dataset(tmp_path, capsys):
-    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "cifar-1000"],
-                    "cifar-1000")
+    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "cifar-1000"], "cifar-1000")
 
 
 @pytest.mark.parametrize("ratio", ["0", "1", "1.5", "-0.2", "abc"])
 def test_bad_ratio(tmp_path, capsys, ratio):
-    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--ratio",
-                             ratio], "ratio")
+    _one_line_error(
+        capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--ratio", ratio], "ratio"
+    )
 
 
 @pytest.mark.parametrize("k", ["1", "0", "x"])
 def test_too_few_models(tmp_path, capsys, k):
-    _one_line_error(capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--models",
-                             k], "--models")
+    _one_line_error(
+        capsys, ["train", str(tmp_path / "r"), "--dataset", "digits", "--models", k], "--models"
+    )
 
 
 def test_missing_run(tmp_path, capsys):
@@ -76,9 +91,14 @@ def test_missing_run(tmp_path, capsys):
     _one_line_error(capsys, ["train", str(tmp_path / "empty")], "--dataset")
 
 
-@pytest.mark.parametrize(("name", "needle"), [("masks.npy", "masks.npy"),
-                                               ("spec.json", "spec.json"),
-                                               ("correct_test.npy", "correct_test.npy")])
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("masks.npy", "masks.npy"),
+        ("spec.json", "spec.json"),
+        ("correct_test.npy", "correct_test.npy"),
+    ],
+)
 def test_corrupt_run_files(tmp_path, capsys, trained_run, name, needle):
     import shutil
 
@@ -90,8 +110,11 @@ def test_corrupt_run_files(tmp_path, capsys, trained_run, name, needle):
 
 def test_spec_mismatch_keeps_what_was_trained(trained_run, capsys):
     before = np.load(trained_run / "correct_test.npy").copy()
-    _one_line_error(capsys, [TRAIN[0], str(trained_run), *TRAIN[1:], "--seed", "3"],
-                    "seed: stored 0, requested 3")
+    _one_line_error(
+        capsys,
+        [TRAIN[0], str(trained_run), *TRAIN[1:], "--seed", "3"],
+        "seed: stored 0, requested 3",
+    )
     assert np.array_equal(np.load(trained_run / "correct_test.npy"), before)
     assert np.load(trained_run / "done.npy").all()
 
@@ -130,8 +153,10 @@ def test_run_dir_is_a_file(tmp_path, capsys):
 
 def test_console_script_prints_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "tailscope.cli", "train", str(tmp_path / "r"), "--dataset",
-         "nope"], capture_output=True, text=True, check=False,
+        [sys.executable, "-m", "tailscope.cli", "train", str(tmp_path / "r"), "--dataset", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -18,9 +18,16 @@ from tailscope.store import OUTPUTS
 
 
 def _train(path, data, recipe, **kw):
-    run = ts.Run.create(path, data, recipe, n_models=kw.pop("n_models", 8), ratio=0.7,
-                        seed=kw.pop("seed", 0), models_per_step=kw.pop("models_per_step", 4),
-                        **kw)
+    run = ts.Run.create(
+        path,
+        data,
+        recipe,
+        n_models=kw.pop("n_models", 8),
+        ratio=0.7,
+        seed=kw.pop("seed", 0),
+        models_per_step=kw.pop("models_per_step", 4),
+        **kw,
+    )
     return run.train(progress=False)
 
 
@@ -41,16 +48,24 @@ def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
 
 def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_recipe):
     full = _train(tmp_path / "full", digits, tiny_recipe)
-    run = ts.Run.create(tmp_path / "part", digits, tiny_recipe, n_models=8, seed=0,
-                        models_per_step=4)
+    run = ts.Run.create(
+        tmp_path / "part", digits, tiny_recipe, n_models=8, seed=0, models_per_step=4
+    )
     # Train only the first chunk, as if the process died after it.
     first = run.chunks()[0]
     run_one = ts.execute.LocalExecutor()
     from tailscope.data import features
 
     xtr, xte = features(digits)
-    job = ts.execute.TrainingJob(tiny_recipe, xtr, digits.y_train, xte, digits.y_test,
-                                 np.asarray(run.store.masks), np.asarray(run.store.seeds))
+    job = ts.execute.TrainingJob(
+        tiny_recipe,
+        xtr,
+        digits.y_train,
+        xte,
+        digits.y_test,
+        np.asarray(run.store.masks),
+        np.asarray(run.store.seeds),
+    )
     run_one.run(job, [first], run.store.write)
     reopened = ts.Run.open(tmp_path / "part", data=digits, model=tiny_recipe)
     assert reopened.n_finished == 4
@@ -60,25 +75,22 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_rec
         assert np.array_equal(reopened.store.outputs[name], full.store.outputs[name]), name
 
 
-def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, digits,
-                                                                   tiny_recipe):
+def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, digits, tiny_recipe):
     _train(tmp_path / "r", digits, tiny_recipe)
-    again = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, seed=0,
-                          models_per_step=4)
+    again = ts.Run.create(
+        tmp_path / "r", digits, tiny_recipe, n_models=8, seed=0, models_per_step=4
+    )
     assert again.n_finished == 8
     with pytest.raises(SpecMismatchError, match="seed: stored 0, requested 1"):
-        ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, seed=1,
-                      models_per_step=4)
+        ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, seed=1, models_per_step=4)
     other = digits.subset(n_train=200)
     with pytest.raises(SpecMismatchError, match="dataset.hash"):
-        ts.Run.create(tmp_path / "r", other, tiny_recipe, n_models=8, seed=0,
-                      models_per_step=4)
+        ts.Run.create(tmp_path / "r", other, tiny_recipe, n_models=8, seed=0, models_per_step=4)
 
 
 def test_builtin_run_reopens_without_data_or_recipe(tmp_path):
     data = ts.datasets.load("digits", n_train=200, n_test=50, random_state=1)
-    run = ts.Run.create(tmp_path / "r", data, "mlp", n_models=4, epochs=1,
-                        models_per_step=2)
+    run = ts.Run.create(tmp_path / "r", data, "mlp", n_models=4, epochs=1, models_per_step=2)
     run.train(progress=False)
     reopened = ts.Run.open(tmp_path / "r")
     assert reopened.dataset.content_hash == data.content_hash
@@ -87,8 +99,7 @@ def test_builtin_run_reopens_without_data_or_recipe(tmp_path):
 
 
 def test_arrays_run_needs_its_data_to_train_again(tmp_path, digits, tiny_recipe):
-    data = ts.datasets.from_arrays(digits.x_train, digits.y_train, digits.x_test,
-                                   digits.y_test)
+    data = ts.datasets.from_arrays(digits.x_train, digits.y_train, digits.x_test, digits.y_test)
     ts.Run.create(tmp_path / "r", data, tiny_recipe, n_models=4, models_per_step=4)
     run = ts.Run.open(tmp_path / "r", model=tiny_recipe)
     with pytest.raises(DataError, match="in-memory arrays"):
@@ -103,8 +114,15 @@ def test_partial_run_estimates_from_finished_models(tmp_path, digits, tiny_recip
     from tailscope.data import features
 
     xtr, xte = features(digits)
-    job = ts.execute.TrainingJob(tiny_recipe, xtr, digits.y_train, xte, digits.y_test,
-                                 np.asarray(run.store.masks), np.asarray(run.store.seeds))
+    job = ts.execute.TrainingJob(
+        tiny_recipe,
+        xtr,
+        digits.y_train,
+        xte,
+        digits.y_test,
+        np.asarray(run.store.masks),
+        np.asarray(run.store.seeds),
+    )
     ts.execute.LocalExecutor().run(job, [run.chunks()[1]], run.store.write)
     est = run.estimate()
     assert est.n_models == 4

@@ -12,13 +12,16 @@ with standard errors. Start with :class:`Run`, or :mod:`tailscope.estimate` on r
 
 __version__ = "0.1.0"
 
-from tailscope import datasets  # noqa: E402
-from tailscope import estimate, execute  # noqa: E402
-from tailscope.errors import TailscopeError  # noqa: E402
-from tailscope.models import Recipe, get_recipe  # noqa: E402
-from tailscope.plan import SubsetPlan  # noqa: E402
-from tailscope.results import Estimates  # noqa: E402
-from tailscope.run import Run  # noqa: E402
+from tailscope import (
+    datasets,
+    estimate,
+    execute,
+)
+from tailscope.errors import TailscopeError
+from tailscope.models import Recipe, get_recipe
+from tailscope.plan import SubsetPlan
+from tailscope.results import Estimates
+from tailscope.run import Run
 
 __all__ = [
     "Estimates",

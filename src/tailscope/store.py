@@ -27,6 +27,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 
 from tailscope.errors import RunStoreError, SpecMismatchError
@@ -239,4 +240,3 @@ class RunStore:
         if len(models) == self.n_models:
             return arr
         return arr[models]
-

@@ -184,7 +184,9 @@ class Dataset:
                 raise DataError(f"n_{split} must be in [2, {len(y)}], got {size}")
             stratify = y if size >= self.n_classes and len(y) - size >= self.n_classes else None
             keep, _ = train_test_split(
-                np.arange(len(y)), train_size=int(size), stratify=stratify,
+                np.arange(len(y)),
+                train_size=int(size),
+                stratify=stratify,
                 random_state=random_state,
             )
             return np.sort(keep)

@@ -15,14 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, record_predictions
+from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
 
 __all__ = ["train_sequential"]
-
-#: Examples per evaluation chunk.
-EVAL_ROWS = 4096
 
 
 def train_sequential(
@@ -71,12 +68,11 @@ def _train_one(
                 progress(1)
 
     model.eval()
+    rows = eval_rows(model, data.x_train, 1)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return model(x).unsqueeze(0)
 
-    correct_train, margin_train = record_predictions(
-        predict, data.x_train, data.y_train, 1, EVAL_ROWS
-    )
-    correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, 1, EVAL_ROWS)
+    correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, 1, rows)
+    correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, 1, rows)
     return ModelOutputs(correct_train, correct_test, margin_train, margin_test)

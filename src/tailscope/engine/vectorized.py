@@ -27,15 +27,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, record_predictions
+from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
 
 __all__ = ["NotVectorizableError", "train_vectorized"]
-
-#: Evaluation visits about this many (model, example) pairs per chunk, so the (k, rows, width)
-#: activations stay a few tens of MB whatever k is.
-EVAL_PAIRS_PER_CHUNK = 2**16
 
 
 class NotVectorizableError(Exception):
@@ -61,6 +57,7 @@ def train_vectorized(
         init_model(recipe, data.feature_shape, data.n_classes, seed).to(data.device)
         for seed in seeds
     ]
+    rows = eval_rows(models[0], data.x_train, k)
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     del models
@@ -101,7 +98,6 @@ def train_vectorized(
     def predict(x: Tensor) -> Tensor:
         return predict_all(params, buffers, x)
 
-    rows = max(64, EVAL_PAIRS_PER_CHUNK // k)
     correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, k, rows)
     correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, k, rows)
     return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
