@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="models trained together in one vectorized step",
     )
     train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    train.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="where models train: in this process, or on a Ray cluster",
+    )
+    train.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     est = sub.add_parser(
@@ -154,14 +161,17 @@ def _train(args: argparse.Namespace) -> int:
             lr=args.lr,
             models_per_step=args.models_per_step,
         )
-    return _train_run(run, device=args.device, quiet=args.quiet)
+    options = {"address": args.address} if args.executor == "ray" else {}
+    if args.address and args.executor != "ray":
+        raise DataError("--address needs --executor ray")
+    return _train_run(run, device=args.device, quiet=args.quiet, executor=args.executor, **options)
 
 
-def _train_run(run, device: str, quiet: bool) -> int:
+def _train_run(run, device: str, quiet: bool, executor: str = "local", **options) -> int:
     start = time.perf_counter()
     before = run.n_finished
     try:
-        run.train(device=device, progress=not quiet)
+        run.train(executor=executor, device=device, progress=not quiet, **options)
     except KeyboardInterrupt:
         print(
             f"tailscope: interrupted; {run.n_finished}/{run.n_models} models are saved in "

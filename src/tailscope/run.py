@@ -235,11 +235,18 @@ class Run:
         executor: str | Executor = "local",
         device: str = "cpu",
         progress: bool = True,
+        **executor_options: object,
     ) -> Run:
         """Train every unfinished model; each chunk's rows are flushed as soon as it ends.
 
         Interrupting (Ctrl-C, a kill) loses at most the chunk in flight; calling ``train``
         again, in this or a new process, picks up where it stopped.
+
+        Args:
+            executor: ``"local"`` (in this process) or an :class:`Executor` object.
+            device: torch device the models train on.
+            progress: show a progress bar.
+            executor_options: passed to the executor named by ``executor``.
         """
         if not self.store.writable:
             raise RunStoreError(f"{self.path} was opened read-only")
@@ -266,7 +273,9 @@ class Run:
             disable=not progress,
             dynamic_ncols=True,
         ) as bar:
-            get_executor(executor).run(job, chunks, self.store.write, progress=bar.update)
+            get_executor(executor, **executor_options).run(
+                job, chunks, self.store.write, progress=bar.update
+            )
         return self
 
     # ---- estimation --------------------------------------------------------------------

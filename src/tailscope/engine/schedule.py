@@ -9,7 +9,10 @@ Model ``j`` of a chunk depends only on ``(recipe, data, masks[j], seeds[j])``:
   in minibatches of ``batch_size``, the last one partial.
 
 Both trainers use these two functions, so a model comes out the same (up to float
-round-off) whether it is trained alone, in any chunk, vectorized or sequentially.
+round-off) whether it is trained alone, in any chunk, vectorized or sequentially. The one
+exception is a module that draws random numbers while training (dropout): it draws them
+from torch's global generator, so its models depend on that generator's state and, when
+vectorized, on their chunk.
 """
 
 from __future__ import annotations

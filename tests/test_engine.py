@@ -1,0 +1,396 @@
+"""Tests of the model recipes and the training engine, on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from tailscope.engine import ModelOutputs, train_models
+from tailscope.engine.outputs import true_class_margin
+from tailscope.engine.schedule import init_model, member_orders
+from tailscope.errors import DataError
+from tailscope.models import RECIPES, Recipe, get_recipe, mlp, small_cnn
+
+# A 64-32-10 MLP: small enough that every test trains in well under a second.
+SMALL = Recipe(
+    name="mlp-32",
+    build=partial(mlp, hidden=(32,)),
+    epochs=3,
+    batch_size=32,
+    lr=0.1,
+    momentum=0.9,
+)
+
+# Batched (vmap) and single matrix products round differently in the last bits; over the
+# ~80 steps of SMALL that drift stays far below 1e-2 on the logits, and float16 storage adds
+# a relative error of 2**-11. Margins are compared at this tolerance, and a model's
+# correctness may differ between two equivalent trainings only where its margin is this close
+# to 0.
+MARGIN_TOL = 1e-2
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1200], order[1200:]
+    return x[train], y[train], x[test], y[test]
+
+
+def random_masks(n: int, k: int, m: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((k, n), dtype=bool)
+    for row in masks:
+        row[rng.choice(n, m, replace=False)] = True
+    return masks
+
+
+def assert_same_models(a: ModelOutputs, b: ModelOutputs) -> None:
+    """Two trainings of the same models agree up to float round-off."""
+    for split in ("train", "test"):
+        ma = getattr(a, f"margin_{split}").astype(np.float32)
+        mb = getattr(b, f"margin_{split}").astype(np.float32)
+        np.testing.assert_allclose(ma, mb, rtol=MARGIN_TOL, atol=MARGIN_TOL)
+        differ = getattr(a, f"correct_{split}") != getattr(b, f"correct_{split}")
+        assert np.all(np.abs(ma[differ]) <= MARGIN_TOL)
+
+
+def train(digits, recipe=SMALL, masks=None, seeds=None, **kwargs) -> ModelOutputs:
+    xtr, ytr, xte, yte = digits
+    if masks is None:
+        masks = random_masks(len(ytr), 3, int(0.7 * len(ytr)))
+    if seeds is None:
+        seeds = np.arange(len(masks)) + 10
+    return train_models(recipe, xtr, ytr, xte, yte, masks, seeds, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def half_masks(digits) -> np.ndarray:
+    return random_masks(len(digits[1]), 8, len(digits[1]) // 2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def eight_models(digits, half_masks) -> ModelOutputs:
+    """Eight SMALL models trained to fit (10 epochs), each on a random half of the train split."""
+    return train(digits, dataclasses.replace(SMALL, epochs=10), masks=half_masks)
+
+
+# ---- the engine -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {},
+        {"nesterov": True, "weight_decay": 1e-3},
+        {"optimizer": "adam", "lr": 1e-2, "momentum": 0.0},
+    ],
+    ids=["sgd-momentum", "sgd-nesterov-wd", "adam"],
+)
+def test_vectorized_and_sequential_train_the_same_models(digits, optimizer):
+    recipe = dataclasses.replace(SMALL, **optimizer)
+    vectorized = train(digits, recipe, vectorize=True)
+    sequential = train(digits, recipe, vectorize=False)
+    assert_same_models(vectorized, sequential)
+
+
+def test_a_model_does_not_depend_on_its_chunk(digits):
+    masks = random_masks(len(digits[1]), 3, 700, seed=3)
+    seeds = np.array([5, 6, 7])
+    together = train(digits, masks=masks, seeds=seeds)
+    alone = train(digits, masks=masks[1:2], seeds=seeds[1:2])
+    reversed_chunk = train(digits, masks=masks[::-1], seeds=seeds[::-1])
+    in_pairs = train(digits, masks=masks, seeds=seeds, max_stacked=2)
+    assert_same_models(alone, ModelOutputs(*(getattr(together, f)[1:2] for f in FIELDS)))
+    assert_same_models(reversed_chunk, ModelOutputs(*(getattr(together, f)[::-1] for f in FIELDS)))
+    assert_same_models(in_pairs, together)
+
+
+FIELDS = [f.name for f in dataclasses.fields(ModelOutputs)]
+
+
+def test_outputs_have_one_row_per_model(eight_models, digits):
+    n, t = len(digits[1]), len(digits[3])
+    assert eight_models.n_models == 8
+    assert eight_models.correct_train.shape == (8, n)
+    assert eight_models.correct_test.shape == (8, t)
+    assert eight_models.correct_train.dtype == np.bool_
+    assert eight_models.margin_train.shape == (8, n)
+    assert eight_models.margin_test.dtype == np.float16
+
+
+def test_different_seeds_give_different_models(eight_models):
+    assert len({row.tobytes() for row in eight_models.margin_test}) == 8
+
+
+def test_mlp_recipe_learns_digits(digits):
+    out = train(digits, get_recipe("mlp"), masks=random_masks(len(digits[1]), 2, 840))
+    assert np.all(out.correct_test.mean(axis=1) > 0.9)
+
+
+def test_models_are_more_often_right_on_their_own_training_examples(eight_models, half_masks):
+    # One difference per model (independent seeds and subsets): accuracy on the examples it
+    # trained on minus accuracy on the held-out half of the train split.
+    gap = np.array(
+        [
+            correct[mask].mean() - correct[~mask].mean()
+            for correct, mask in zip(eight_models.correct_train, half_masks, strict=True)
+        ]
+    )
+    standard_error = gap.std(ddof=1) / math.sqrt(len(gap))
+    assert gap.mean() > 4 * standard_error
+
+
+def test_margins_agree_with_correctness(eight_models):
+    for split in ("train", "test"):
+        correct = getattr(eight_models, f"correct_{split}")
+        margin = getattr(eight_models, f"margin_{split}")
+        assert np.all(margin[correct] >= 0)  # 0 only for ties or float16 underflow
+        assert np.all(margin[~correct] <= 0)
+        assert np.all(correct[margin != 0] == (margin[margin != 0] > 0))
+
+
+def test_true_class_margin_is_true_logit_minus_best_other():
+    logits = torch.randn(3, 50, 5)
+    logits[0, 0] = torch.tensor([1.0, 2.0, 2.0, 0.0, 0.0])  # a tie between classes 1 and 2
+    y = torch.randint(0, 5, (50,))
+    y[0] = 1
+    z = logits.numpy()
+    expected = np.empty((3, 50), dtype=np.float32)
+    for k in range(3):
+        for i in range(50):
+            others = np.delete(z[k, i], y[i])
+            expected[k, i] = z[k, i, y[i]] - others.max()
+    np.testing.assert_allclose(true_class_margin(logits, y).numpy(), expected, rtol=1e-6)
+    assert expected[0, 0] == 0
+
+
+def test_torch_inputs_give_the_same_models_as_numpy(digits):
+    masks = random_masks(len(digits[1]), 2, 600)
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    from_numpy = train(digits, recipe, masks=masks)
+    from_torch = train(tuple(torch.as_tensor(a) for a in digits), recipe, masks=masks)
+    assert_same_models(from_numpy, from_torch)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_progress_counts_every_model_step(digits, vectorize):
+    counted = []
+    masks = random_masks(len(digits[1]), 3, 500)
+    recipe = dataclasses.replace(SMALL, epochs=2, batch_size=64)
+    train(digits, recipe, masks=masks, vectorize=vectorize, progress=counted.append)
+    assert sum(counted) == 3 * 2 * math.ceil(500 / 64)
+
+    class Bar:
+        n = 0
+
+        def update(self, steps: int) -> None:
+            self.n += steps
+
+    bar = Bar()
+    train(digits, recipe, masks=masks, vectorize=vectorize, progress=bar)
+    assert bar.n == sum(counted)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_trains_the_same_models_as_cpu(digits):
+    masks = random_masks(len(digits[1]), 2, 800)
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    cpu = train(digits, recipe, masks=masks, device="cpu")
+    cuda = train(digits, recipe, masks=masks, device="cuda")
+    assert_same_models(cpu, cuda)
+
+
+# ---- architectures that vectorize, and ones that do not ----------------------------------
+
+
+@pytest.mark.parametrize("layout", ["hw", "chw", "hwc"])
+def test_cnn_recipe_trains_on_8x8_images(digits, layout):
+    xtr, ytr, xte, yte = digits
+    shape = {"hw": (8, 8), "chw": (1, 8, 8), "hwc": (8, 8, 1)}[layout]
+    images = (xtr.reshape(-1, *shape), ytr, xte.reshape(-1, *shape), yte)
+    out = train(images, get_recipe("cnn", epochs=1), masks=random_masks(len(ytr), 2, 400))
+    assert out.correct_test.shape == (2, len(yte))
+    assert np.isfinite(out.margin_test.astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 9, 7), (9, 7, 3), (9, 7)])
+def test_small_cnn_reads_channels_first_or_last(shape):
+    logits = small_cnn(shape, 4)(torch.zeros(5, *shape))
+    assert logits.shape == (5, 4)
+
+
+def test_cnn_recipe_rejects_vector_features(digits):
+    with pytest.raises(DataError, match="image features"):
+        train(digits, get_recipe("cnn", epochs=1))
+
+
+class BatchNormMLP(nn.Sequential):
+    def __init__(self, shape: tuple[int, ...], n_classes: int, momentum: float | None = 0.1):
+        super().__init__(
+            nn.Flatten(),
+            nn.Linear(math.prod(shape), 32),
+            nn.BatchNorm1d(32, momentum=momentum),
+            nn.ReLU(),
+            nn.Linear(32, n_classes),
+        )
+
+
+def test_batchnorm_vectorizes_with_per_model_running_statistics(digits):
+    recipe = dataclasses.replace(SMALL, name="bn", build=BatchNormMLP)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vectorized = train(digits, recipe)
+    assert_same_models(vectorized, train(digits, recipe, vectorize=False))
+
+
+def test_unvectorizable_module_falls_back_with_a_warning(digits):
+    # momentum=None makes BatchNorm read its batch counter as a Python float: vmap cannot.
+    recipe = dataclasses.replace(
+        SMALL, name="bn-cumulative", build=partial(BatchNormMLP, momentum=None)
+    )
+    with pytest.warns(UserWarning, match="cannot be vectorized") as record:
+        fallback = train(digits, recipe, max_stacked=2)
+    assert len(record) == 1
+    sequential = train(digits, recipe, vectorize=False)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(fallback, field), getattr(sequential, field))
+    assert np.all(fallback.correct_test.mean(axis=1) > 0.5)
+
+
+# ---- seeding --------------------------------------------------------------------------
+
+
+def test_init_model_is_seeded_and_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = init_model(SMALL, (64,), 10, seed=1)
+    b = init_model(SMALL, (64,), 10, seed=1)
+    c = init_model(SMALL, (64,), 10, seed=2)
+    assert torch.rand(1) == expected_next
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+        assert not torch.equal(pa, pc)
+
+
+def test_member_orders_visit_each_member_once_per_epoch():
+    masks = random_masks(30, 2, 12)
+    orders = member_orders(masks, np.array([0, 1]))
+    first, second = next(orders), next(orders)
+    for epoch in (first, second):
+        for row, mask in zip(epoch, masks, strict=True):
+            np.testing.assert_array_equal(np.sort(row), np.flatnonzero(mask))
+    assert not np.array_equal(first, second)
+
+
+# ---- validation -----------------------------------------------------------------------
+
+
+def test_masks_must_have_equal_subset_sizes(digits):
+    masks = random_masks(len(digits[1]), 2, 600)
+    masks[1, np.flatnonzero(~masks[1])[0]] = True
+    with pytest.raises(DataError, match="same number"):
+        train(digits, masks=masks)
+
+
+@pytest.mark.parametrize(
+    ("masks", "seeds", "match"),
+    [
+        (np.ones((2, 1200), dtype=np.int64), None, "boolean"),
+        (np.ones((2, 1199), dtype=bool), None, "shape"),
+        (np.zeros((2, 1200), dtype=bool), None, "no training examples"),
+        (np.ones((2, 1200), dtype=bool), np.array([1, 2, 3]), "seeds"),
+        (np.ones((2, 1200), dtype=bool), np.array([1.0, 2.0]), "seeds"),
+        (np.ones((2, 1200), dtype=bool), np.array([1, -2]), "non-negative"),
+    ],
+)
+def test_bad_plans_raise(digits, masks, seeds, match):
+    with pytest.raises(DataError, match=match):
+        train(digits, masks=masks, seeds=seeds)
+
+
+def test_bad_data_raise(digits):
+    xtr, ytr, xte, yte = digits
+    masks = random_masks(len(ytr), 1, 100)
+    with pytest.raises(DataError, match="x_train must hold float"):
+        train_models(SMALL, (xtr * 16).astype(np.uint8), ytr, xte, yte, masks, [0])
+    with pytest.raises(DataError, match="y_test has"):
+        train_models(SMALL, xtr, ytr, xte, yte[:-1], masks, [0])
+    with pytest.raises(DataError, match="labels must lie"):
+        train_models(SMALL, xtr, ytr, xte, yte, masks, [0], n_classes=5)
+    with pytest.raises(DataError, match="x_test examples"):
+        train_models(SMALL, xtr, ytr, xte[:, :10], yte, masks, [0])
+
+
+# ---- recipes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("optimizer", "rmsprop"),
+        ("momentum", 1.0),
+        ("weight_decay", -1.0),
+        ("nesterov", "yes"),
+        ("name", ""),
+        ("build", "mlp"),
+    ],
+)
+def test_bad_recipe_fields_raise_naming_the_field(field, value):
+    with pytest.raises(DataError, match=field):
+        dataclasses.replace(SMALL, **{field: value})
+
+
+def test_recipe_option_combinations_are_checked():
+    with pytest.raises(DataError, match="nesterov"):
+        dataclasses.replace(SMALL, momentum=0.0, nesterov=True)
+    with pytest.raises(DataError, match="momentum"):
+        dataclasses.replace(SMALL, optimizer="adam")
+
+
+def test_get_recipe_applies_overrides():
+    recipe = get_recipe("mlp", epochs=1, lr=0.05)
+    assert (recipe.epochs, recipe.lr, recipe.batch_size) == (1, 0.05, RECIPES["mlp"].batch_size)
+    assert get_recipe("mlp", optimizer="adam", lr=1e-3).momentum == 0
+    with pytest.raises(DataError, match="unknown recipe 'resnet'"):
+        get_recipe("resnet")
+    with pytest.raises(DataError, match="unknown recipe field 'hidden'"):
+        get_recipe("mlp", hidden=(10,))
+
+
+def test_to_spec_is_json_and_names_every_hyper_parameter():
+    spec = get_recipe("cnn", epochs=2).to_spec()
+    assert json.loads(json.dumps(spec)) == spec
+    assert "build" not in spec
+    assert spec["name"] == "cnn"
+    assert spec["epochs"] == 2
+    assert set(spec) == {f.name for f in dataclasses.fields(Recipe)} - {"build"}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"epochs": 1}, {"optimizer": "adam", "lr": 1e-3}])
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_built_in_recipe_is_rebuilt_from_its_spec(name, overrides):
+    spec = json.loads(json.dumps(get_recipe(name, **overrides).to_spec()))
+    assert get_recipe(spec.pop("name"), **spec) == get_recipe(name, **overrides)
+
+
+def test_mlp_recipe_is_the_public_demo_network():
+    model = RECIPES["mlp"].build((28, 28), 10)
+    widths = [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)]
+    assert widths == [(784, 512), (512, 256), (256, 10)]
