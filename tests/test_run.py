@@ -183,3 +183,47 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     pa = ea.high_influence_pairs(infl=0.3, mem=0.1)
     pb = eb.high_influence_pairs(infl=0.3, mem=0.1)
     assert pa.equals(pb)
+
+
+def test_adaptive_stopping_stops_at_the_se_target_and_records_why(tmp_path, digits, tiny_recipe):
+    from tailscope.stopping import smoothed_memorization_se
+
+    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=64, models_per_step=4)
+    run.train(progress=False, until_se=0.25, quantile=0.5, min_models=8, check_every=8)
+    info = run.stopping
+    assert info["reason"] == "se_target"
+    k = run.n_finished
+    assert 8 <= k < 64 and k % 8 == 0
+    # The rule held when it stopped, and did not hold one round earlier.
+    masks, correct = run.store.masks, run.store.outputs["correct_train"]
+    assert np.quantile(smoothed_memorization_se(masks[:k], correct[:k]), 0.5) <= 0.25
+    if k > 8:
+        assert np.quantile(smoothed_memorization_se(masks[: k - 8], correct[: k - 8]), 0.5) > 0.25
+    assert info["se_quantile"] <= 0.25 and info["models"] == k
+    # Resuming with a tighter target continues from where it stopped.
+    run.train(
+        progress=False, until_se=0.15, quantile=0.5, min_models=8, check_every=8, max_models=32
+    )
+    assert run.n_finished == 32 or run.stopping["reason"] == "se_target"
+    assert run.n_finished >= k
+
+
+def test_max_models_caps_training(tmp_path, digits, tiny_recipe):
+    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=16, models_per_step=4)
+    run.train(progress=False, max_models=8)
+    assert run.n_finished == 8 and run.stopping["reason"] == "max_models"
+    with pytest.raises(DataError, match="max_models"):
+        run.train(progress=False, max_models=17)
+    run.train(progress=False)
+    assert run.stopping["reason"] == "all_models"
+
+
+def test_smoothed_se_is_never_zero_for_few_models():
+    from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
+
+    masks = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=bool)
+    correct = np.ones((4, 2), dtype=bool)  # always right: plug-in SE would be 0
+    se = smoothed_memorization_se(masks, correct)
+    assert (se > 0.2).all()
+    assert StandardErrorTarget(0.1, min_models=2).measure(masks, correct) > 0.1
+    assert StandardErrorTarget(0.1, min_models=5).measure(masks, correct) == float("inf")

@@ -23,6 +23,7 @@ from tailscope.execute import Executor, TrainingJob, get_executor
 from tailscope.models import Recipe, get_recipe
 from tailscope.plan import SubsetPlan, check_ratio, subset_size
 from tailscope.results import Estimates
+from tailscope.stopping import StandardErrorTarget
 from tailscope.store import RunStore
 
 __all__ = ["Run"]
@@ -235,27 +236,83 @@ class Run:
         executor: str | Executor = "local",
         device: str = "cpu",
         progress: bool = True,
+        until_se: float | None = None,
+        quantile: float = 0.95,
+        max_models: int | None = None,
+        min_models: int = 32,
+        check_every: int | None = None,
         **executor_options: object,
     ) -> Run:
-        """Train every unfinished model; each chunk's rows are flushed as soon as it ends.
+        """Train the unfinished models; each chunk's rows are flushed as soon as it ends.
 
-        Interrupting (Ctrl-C, a kill) loses at most the chunk in flight; calling ``train``
+        Interrupting (Ctrl-C, a kill) loses at most the chunks in flight; calling ``train``
         again, in this or a new process, picks up where it stopped.
+
+        With ``until_se`` the models are trained in rounds, in plan order, and training
+        stops once the ``quantile`` of the memorization SEs is at most ``until_se`` (see
+        :class:`~tailscope.stopping.StandardErrorTarget`), or at ``max_models``. Why it
+        stopped is recorded in ``stopping.json`` (:attr:`stopping`).
 
         Args:
             executor: ``"local"`` (in this process) or an :class:`Executor` object.
             device: torch device the models train on.
             progress: show a progress bar.
+            until_se: target SE of memorization; None trains every model of the plan.
+            quantile: the quantile of the n SEs that must reach ``until_se``.
+            max_models: train at most this many models (at most the run's ``n_models``).
+            min_models: never stop on the SE rule with fewer finished models.
+            check_every: models per round between checks (default: 4 chunks).
             executor_options: passed to the executor named by ``executor``.
         """
         if not self.store.writable:
             raise RunStoreError(f"{self.path} was opened read-only")
-        chunks = self.chunks()
-        if not chunks:
-            return self
+        limit = self.n_models if max_models is None else int(max_models)
+        if not 2 <= limit <= self.n_models:
+            raise DataError(
+                f"max_models must be in [2, {self.n_models}] (the run's n_models), got {limit}"
+            )
+        target = (
+            None
+            if until_se is None
+            else StandardErrorTarget(until_se, quantile=quantile, min_models=min_models)
+        )
+        chunks = [c for c in self.chunks() if c[0] < limit]
+        step = int(self.spec["models_per_step"])
+        per_round = max(1, (check_every or 4 * step) // step) if target else len(chunks) or 1
+        rounds = [chunks[i : i + per_round] for i in range(0, len(chunks), per_round)]
+
+        record: dict[str, object] = {}
+        job = self._job(device) if chunks else None
+        run_chunks = get_executor(executor, **executor_options).run if chunks else None
+        with tqdm(
+            total=limit,
+            initial=min(self.n_finished, limit),
+            desc=f"training {self.spec['recipe']['name']}",
+            unit="model",
+            disable=not progress or not chunks,
+            dynamic_ncols=True,
+        ) as bar:
+            for todo in [*rounds, []]:
+                if target is not None:
+                    record = self._check_target(target)
+                    if record["se_quantile"] is not None:
+                        bar.set_postfix(se=f"{record['se_quantile']:.3f}", refresh=False)
+                    if record["reached"]:
+                        break
+                if todo:
+                    run_chunks(job, todo, self.store.write, progress=bar.update)
+        finished = self.n_finished
+        if record.get("reached"):
+            reason = "se_target"
+        else:
+            reason = "all_models" if finished == self.n_models else "max_models"
+        self.store.write_json("stopping.json", {**record, "reason": reason, "models": finished})
+        return self
+
+    def _job(self, device: str) -> TrainingJob:
         data = self.dataset
         x_train, x_test = features(data, self.spec["dataset"]["scaling"])
-        job = TrainingJob(
+        return TrainingJob(
             recipe=self.recipe,
             x_train=x_train,
             y_train=data.y_train,
@@ -265,18 +322,22 @@ class Run:
             seeds=np.asarray(self.store.seeds),
             device=device,
         )
-        with tqdm(
-            total=self.n_models,
-            initial=self.n_models - sum(len(c) for c in chunks),
-            desc=f"training {self.spec['recipe']['name']}",
-            unit="model",
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar:
-            get_executor(executor, **executor_options).run(
-                job, chunks, self.store.write, progress=bar.update
-            )
-        return self
+
+    def _check_target(self, target: StandardErrorTarget) -> dict[str, object]:
+        models = self.store.finished()
+        value = target.measure(self.store.masks[models], self.store.read("correct_train", models))
+        return {
+            "target_se": target.se,
+            "quantile": target.quantile,
+            "se_quantile": value if np.isfinite(value) else None,  # None: too few models
+            "reached": target.reached(value),
+        }
+
+    @property
+    def stopping(self) -> dict | None:
+        """Why the last :meth:`train` stopped (``reason``: se_target, max_models,
+        all_models), with the SE quantile it measured; None before any training."""
+        return self.store.read_json("stopping.json")
 
     # ---- estimation --------------------------------------------------------------------
     def estimate(self) -> Estimates:

@@ -201,6 +201,22 @@ class RunStore:
         except Exception as e:  # zipfile / format errors come in many types
             raise RunStoreError(f"{file} is corrupt: {e}") from None
 
+    def write_json(self, name: str, obj: object) -> None:
+        """Atomically write a small JSON record (e.g. ``stopping.json``) into the run."""
+        if not self.writable:
+            raise RunStoreError(f"{self.path} was opened read-only")
+        _atomic_write_bytes(self.path / name, json.dumps(obj, indent=2).encode())
+
+    def read_json(self, name: str) -> dict | None:
+        """A JSON record written by :meth:`write_json`, or None if there is none."""
+        file = self.path / name
+        if not file.exists():
+            return None
+        try:
+            return json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            raise RunStoreError(f"{file} is corrupt: {e}") from None
+
     # ---- progress ----------------------------------------------------------------------
     @property
     def n_models(self) -> int:

@@ -7,7 +7,7 @@
 
 from tailscope.estimate._validation import UndefinedEstimateWarning
 from tailscope.estimate.influence import InfluenceResult, Pairs, TopK, influence
-from tailscope.estimate.memorization import memorization, standard_error
+from tailscope.estimate.memorization import memorization, memorization_counts, standard_error
 
 __all__ = [
     "InfluenceResult",
@@ -16,5 +16,6 @@ __all__ = [
     "UndefinedEstimateWarning",
     "influence",
     "memorization",
+    "memorization_counts",
     "standard_error",
 ]

@@ -25,7 +25,7 @@ from tailscope.estimate._validation import (
     warn_undefined,
 )
 
-__all__ = ["difference_of_means", "memorization", "standard_error"]
+__all__ = ["difference_of_means", "memorization", "memorization_counts", "standard_error"]
 
 # Column chunks of about 2**24 mask entries (16 MB of booleans) keep memory bounded and the
 # per-chunk temporaries inside the CPU caches' reach, at no cost in speed.
@@ -63,20 +63,14 @@ def difference_of_means(
     return estimate, standard_error(p_in, k_in, p_out, k_out)
 
 
-def memorization(
+def memorization_counts(
     masks: ArrayLike, correct_train: ArrayLike, *, chunk_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Memorization of every train example and its standard error.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The counts behind :func:`memorization`: ``(hits_in, k_in, hits_out, k_out)``, int64 (n,).
 
-    Args:
-        masks: (K, n) bool or 0/1, ``masks[k, i]`` = example i was in model k's subset.
-            May be a memory-mapped array; it is read one column chunk at a time.
-        correct_train: (K, n) bool or 0/1, model k classifies train example i correctly.
-        chunk_size: train examples (columns) per chunk; by default about 2**24 / K.
-
-    Returns:
-        ``(mem, se)``, each float64 of shape (n,). An example that was in every subset or
-        in none has NaN for both, and one :class:`UndefinedEstimateWarning` says how many.
+    ``k_in[i]`` models had example i in their subset and ``hits_in[i]`` of them classify it
+    correctly; ``k_out``/``hits_out`` likewise for the models that did not train on it.
+    Arguments as for :func:`memorization`.
     """
     masks = as_matrix(masks, "masks")
     correct_train = as_matrix(correct_train, "correct_train")
@@ -101,7 +95,25 @@ def memorization(
         k_in[columns] = in_subset.sum(axis=0, dtype=np.int32)
         hits_in[columns] = (in_subset & correct).sum(axis=0, dtype=np.int32)
         hits[columns] = correct.sum(axis=0, dtype=np.int32)
+    return hits_in, k_in, hits - hits_in, n_models - k_in
 
-    mem, se = difference_of_means(hits_in, k_in, hits - hits_in, n_models - k_in)
-    warn_undefined(int(np.count_nonzero(np.isnan(mem))), n_train, "memorization")
+
+def memorization(
+    masks: ArrayLike, correct_train: ArrayLike, *, chunk_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Memorization of every train example and its standard error.
+
+    Args:
+        masks: (K, n) bool or 0/1, ``masks[k, i]`` = example i was in model k's subset.
+            May be a memory-mapped array; it is read one column chunk at a time.
+        correct_train: (K, n) bool or 0/1, model k classifies train example i correctly.
+        chunk_size: train examples (columns) per chunk; by default about 2**24 / K.
+
+    Returns:
+        ``(mem, se)``, each float64 of shape (n,). An example that was in every subset or
+        in none has NaN for both, and one :class:`UndefinedEstimateWarning` says how many.
+    """
+    counts = memorization_counts(masks, correct_train, chunk_size=chunk_size)
+    mem, se = difference_of_means(*counts)
+    warn_undefined(int(np.count_nonzero(np.isnan(mem))), len(mem), "memorization")
     return mem, se
