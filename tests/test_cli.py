@@ -161,3 +161,32 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_until_se(tmp_path, capsys):
+    path = tmp_path / "r"
+    argv = [
+        "train",
+        str(path),
+        "--dataset",
+        "digits",
+        "--n-train",
+        "200",
+        "--n-test",
+        "60",
+        "--models",
+        "64",
+        "--epochs",
+        "1",
+        "--models-per-step",
+        "4",
+        "--quiet",
+        "--until-se",
+        "0.3",
+        "--quantile",
+        "0.5",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "stopped: SE target reached" in out
+    assert 0 < int(np.load(path / "done.npy").sum()) < 64

@@ -39,7 +39,7 @@ MARGIN_TOL = 1e-2
 
 
 @pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def digits_xy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x, y = load_digits(return_X_y=True)
     x = (x / 16).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(y))
@@ -65,8 +65,8 @@ def assert_same_models(a: ModelOutputs, b: ModelOutputs) -> None:
         assert np.all(np.abs(ma[differ]) <= MARGIN_TOL)
 
 
-def train(digits, recipe=SMALL, masks=None, seeds=None, **kwargs) -> ModelOutputs:
-    xtr, ytr, xte, yte = digits
+def train(digits_xy, recipe=SMALL, masks=None, seeds=None, **kwargs) -> ModelOutputs:
+    xtr, ytr, xte, yte = digits_xy
     if masks is None:
         masks = random_masks(len(ytr), 3, int(0.7 * len(ytr)))
     if seeds is None:
@@ -75,14 +75,14 @@ def train(digits, recipe=SMALL, masks=None, seeds=None, **kwargs) -> ModelOutput
 
 
 @pytest.fixture(scope="module")
-def half_masks(digits) -> np.ndarray:
-    return random_masks(len(digits[1]), 8, len(digits[1]) // 2, seed=1)
+def half_masks(digits_xy) -> np.ndarray:
+    return random_masks(len(digits_xy[1]), 8, len(digits_xy[1]) // 2, seed=1)
 
 
 @pytest.fixture(scope="module")
-def eight_models(digits, half_masks) -> ModelOutputs:
+def eight_models(digits_xy, half_masks) -> ModelOutputs:
     """Eight SMALL models trained to fit (10 epochs), each on a random half of the train split."""
-    return train(digits, dataclasses.replace(SMALL, epochs=10), masks=half_masks)
+    return train(digits_xy, dataclasses.replace(SMALL, epochs=10), masks=half_masks)
 
 
 # ---- the engine -----------------------------------------------------------------------
@@ -97,20 +97,20 @@ def eight_models(digits, half_masks) -> ModelOutputs:
     ],
     ids=["sgd-momentum", "sgd-nesterov-wd", "adam"],
 )
-def test_vectorized_and_sequential_train_the_same_models(digits, optimizer):
+def test_vectorized_and_sequential_train_the_same_models(digits_xy, optimizer):
     recipe = dataclasses.replace(SMALL, **optimizer)
-    vectorized = train(digits, recipe, vectorize=True)
-    sequential = train(digits, recipe, vectorize=False)
+    vectorized = train(digits_xy, recipe, vectorize=True)
+    sequential = train(digits_xy, recipe, vectorize=False)
     assert_same_models(vectorized, sequential)
 
 
-def test_a_model_does_not_depend_on_its_chunk(digits):
-    masks = random_masks(len(digits[1]), 3, 700, seed=3)
+def test_a_model_does_not_depend_on_its_chunk(digits_xy):
+    masks = random_masks(len(digits_xy[1]), 3, 700, seed=3)
     seeds = np.array([5, 6, 7])
-    together = train(digits, masks=masks, seeds=seeds)
-    alone = train(digits, masks=masks[1:2], seeds=seeds[1:2])
-    reversed_chunk = train(digits, masks=masks[::-1], seeds=seeds[::-1])
-    in_pairs = train(digits, masks=masks, seeds=seeds, max_stacked=2)
+    together = train(digits_xy, masks=masks, seeds=seeds)
+    alone = train(digits_xy, masks=masks[1:2], seeds=seeds[1:2])
+    reversed_chunk = train(digits_xy, masks=masks[::-1], seeds=seeds[::-1])
+    in_pairs = train(digits_xy, masks=masks, seeds=seeds, max_stacked=2)
     assert_same_models(alone, ModelOutputs(*(getattr(together, f)[1:2] for f in FIELDS)))
     assert_same_models(reversed_chunk, ModelOutputs(*(getattr(together, f)[::-1] for f in FIELDS)))
     assert_same_models(in_pairs, together)
@@ -119,8 +119,8 @@ def test_a_model_does_not_depend_on_its_chunk(digits):
 FIELDS = [f.name for f in dataclasses.fields(ModelOutputs)]
 
 
-def test_outputs_have_one_row_per_model(eight_models, digits):
-    n, t = len(digits[1]), len(digits[3])
+def test_outputs_have_one_row_per_model(eight_models, digits_xy):
+    n, t = len(digits_xy[1]), len(digits_xy[3])
     assert eight_models.n_models == 8
     assert eight_models.correct_train.shape == (8, n)
     assert eight_models.correct_test.shape == (8, t)
@@ -133,8 +133,8 @@ def test_different_seeds_give_different_models(eight_models):
     assert len({row.tobytes() for row in eight_models.margin_test}) == 8
 
 
-def test_mlp_recipe_learns_digits(digits):
-    out = train(digits, get_recipe("mlp"), masks=random_masks(len(digits[1]), 2, 840))
+def test_mlp_recipe_learns_digits(digits_xy):
+    out = train(digits_xy, get_recipe("mlp"), masks=random_masks(len(digits_xy[1]), 2, 840))
     assert np.all(out.correct_test.mean(axis=1) > 0.9)
 
 
@@ -175,20 +175,20 @@ def test_true_class_margin_is_true_logit_minus_best_other():
     assert expected[0, 0] == 0
 
 
-def test_torch_inputs_give_the_same_models_as_numpy(digits):
-    masks = random_masks(len(digits[1]), 2, 600)
+def test_torch_inputs_give_the_same_models_as_numpy(digits_xy):
+    masks = random_masks(len(digits_xy[1]), 2, 600)
     recipe = dataclasses.replace(SMALL, epochs=1)
-    from_numpy = train(digits, recipe, masks=masks)
-    from_torch = train(tuple(torch.as_tensor(a) for a in digits), recipe, masks=masks)
+    from_numpy = train(digits_xy, recipe, masks=masks)
+    from_torch = train(tuple(torch.as_tensor(a) for a in digits_xy), recipe, masks=masks)
     assert_same_models(from_numpy, from_torch)
 
 
 @pytest.mark.parametrize("vectorize", [True, False])
-def test_progress_counts_every_model_step(digits, vectorize):
+def test_progress_counts_every_model_step(digits_xy, vectorize):
     counted = []
-    masks = random_masks(len(digits[1]), 3, 500)
+    masks = random_masks(len(digits_xy[1]), 3, 500)
     recipe = dataclasses.replace(SMALL, epochs=2, batch_size=64)
-    train(digits, recipe, masks=masks, vectorize=vectorize, progress=counted.append)
+    train(digits_xy, recipe, masks=masks, vectorize=vectorize, progress=counted.append)
     assert sum(counted) == 3 * 2 * math.ceil(500 / 64)
 
     class Bar:
@@ -198,16 +198,16 @@ def test_progress_counts_every_model_step(digits, vectorize):
             self.n += steps
 
     bar = Bar()
-    train(digits, recipe, masks=masks, vectorize=vectorize, progress=bar)
+    train(digits_xy, recipe, masks=masks, vectorize=vectorize, progress=bar)
     assert bar.n == sum(counted)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_trains_the_same_models_as_cpu(digits):
-    masks = random_masks(len(digits[1]), 2, 800)
+def test_cuda_trains_the_same_models_as_cpu(digits_xy):
+    masks = random_masks(len(digits_xy[1]), 2, 800)
     recipe = dataclasses.replace(SMALL, epochs=1)
-    cpu = train(digits, recipe, masks=masks, device="cpu")
-    cuda = train(digits, recipe, masks=masks, device="cuda")
+    cpu = train(digits_xy, recipe, masks=masks, device="cpu")
+    cuda = train(digits_xy, recipe, masks=masks, device="cuda")
     assert_same_models(cpu, cuda)
 
 
@@ -215,8 +215,8 @@ def test_cuda_trains_the_same_models_as_cpu(digits):
 
 
 @pytest.mark.parametrize("layout", ["hw", "chw", "hwc"])
-def test_cnn_recipe_trains_on_8x8_images(digits, layout):
-    xtr, ytr, xte, yte = digits
+def test_cnn_recipe_trains_on_8x8_images(digits_xy, layout):
+    xtr, ytr, xte, yte = digits_xy
     shape = {"hw": (8, 8), "chw": (1, 8, 8), "hwc": (8, 8, 1)}[layout]
     images = (xtr.reshape(-1, *shape), ytr, xte.reshape(-1, *shape), yte)
     out = train(images, get_recipe("cnn", epochs=1), masks=random_masks(len(ytr), 2, 400))
@@ -230,9 +230,9 @@ def test_small_cnn_reads_channels_first_or_last(shape):
     assert logits.shape == (5, 4)
 
 
-def test_cnn_recipe_rejects_vector_features(digits):
+def test_cnn_recipe_rejects_vector_features(digits_xy):
     with pytest.raises(DataError, match="image features"):
-        train(digits, get_recipe("cnn", epochs=1))
+        train(digits_xy, get_recipe("cnn", epochs=1))
 
 
 class BatchNormMLP(nn.Sequential):
@@ -246,23 +246,23 @@ class BatchNormMLP(nn.Sequential):
         )
 
 
-def test_batchnorm_vectorizes_with_per_model_running_statistics(digits):
+def test_batchnorm_vectorizes_with_per_model_running_statistics(digits_xy):
     recipe = dataclasses.replace(SMALL, name="bn", build=BatchNormMLP)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        vectorized = train(digits, recipe)
-    assert_same_models(vectorized, train(digits, recipe, vectorize=False))
+        vectorized = train(digits_xy, recipe)
+    assert_same_models(vectorized, train(digits_xy, recipe, vectorize=False))
 
 
-def test_unvectorizable_module_falls_back_with_a_warning(digits):
+def test_unvectorizable_module_falls_back_with_a_warning(digits_xy):
     # momentum=None makes BatchNorm read its batch counter as a Python float: vmap cannot.
     recipe = dataclasses.replace(
         SMALL, name="bn-cumulative", build=partial(BatchNormMLP, momentum=None)
     )
     with pytest.warns(UserWarning, match="cannot be vectorized") as record:
-        fallback = train(digits, recipe, max_stacked=2)
+        fallback = train(digits_xy, recipe, max_stacked=2)
     assert len(record) == 1
-    sequential = train(digits, recipe, vectorize=False)
+    sequential = train(digits_xy, recipe, vectorize=False)
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(fallback, field), getattr(sequential, field))
     assert np.all(fallback.correct_test.mean(axis=1) > 0.5)
@@ -297,11 +297,11 @@ def test_member_orders_visit_each_member_once_per_epoch():
 # ---- validation -----------------------------------------------------------------------
 
 
-def test_masks_must_have_equal_subset_sizes(digits):
-    masks = random_masks(len(digits[1]), 2, 600)
+def test_masks_must_have_equal_subset_sizes(digits_xy):
+    masks = random_masks(len(digits_xy[1]), 2, 600)
     masks[1, np.flatnonzero(~masks[1])[0]] = True
     with pytest.raises(DataError, match="same number"):
-        train(digits, masks=masks)
+        train(digits_xy, masks=masks)
 
 
 @pytest.mark.parametrize(
@@ -315,13 +315,13 @@ def test_masks_must_have_equal_subset_sizes(digits):
         (np.ones((2, 1200), dtype=bool), np.array([1, -2]), "non-negative"),
     ],
 )
-def test_bad_plans_raise(digits, masks, seeds, match):
+def test_bad_plans_raise(digits_xy, masks, seeds, match):
     with pytest.raises(DataError, match=match):
-        train(digits, masks=masks, seeds=seeds)
+        train(digits_xy, masks=masks, seeds=seeds)
 
 
-def test_bad_data_raise(digits):
-    xtr, ytr, xte, yte = digits
+def test_bad_data_raise(digits_xy):
+    xtr, ytr, xte, yte = digits_xy
     masks = random_masks(len(ytr), 1, 100)
     with pytest.raises(DataError, match="x_train must hold float"):
         train_models(SMALL, (xtr * 16).astype(np.uint8), ytr, xte, yte, masks, [0])

@@ -102,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     train.add_argument(
+        "--until-se",
+        type=_threshold,
+        metavar="SE",
+        help="stop once the --quantile of memorization SEs is <= SE",
+    )
+    train.add_argument(
+        "--quantile",
+        type=_threshold,
+        default=0.95,
+        help="quantile of the SEs that --until-se applies to (0.95)",
+    )
+    train.add_argument(
+        "--max-models",
+        type=_int_at_least(2, "--max-models"),
+        help="train at most this many of the run's models",
+    )
+    train.add_argument(
         "--executor",
         default="local",
         choices=["local", "ray"],
@@ -164,7 +181,10 @@ def _train(args: argparse.Namespace) -> int:
     options = {"address": args.address} if args.executor == "ray" else {}
     if args.address and args.executor != "ray":
         raise DataError("--address needs --executor ray")
-    return _train_run(run, device=args.device, quiet=args.quiet, executor=args.executor, **options)
+    stop = {"until_se": args.until_se, "quantile": args.quantile, "max_models": args.max_models}
+    return _train_run(
+        run, device=args.device, quiet=args.quiet, executor=args.executor, **stop, **options
+    )
 
 
 def _train_run(run, device: str, quiet: bool, executor: str = "local", **options) -> int:
@@ -181,9 +201,11 @@ def _train_run(run, device: str, quiet: bool, executor: str = "local", **options
         return 130
     elapsed = time.perf_counter() - start
     trained = run.n_finished - before
+    why = {"se_target": "; stopped: SE target reached", "max_models": "; stopped: max models"}
+    reason = (run.stopping or {}).get("reason", "")
     print(
         f"{run.path}: {run.n_finished}/{run.n_models} models finished "
-        f"({trained} trained in {elapsed:.1f} s)"
+        f"({trained} trained in {elapsed:.1f} s){why.get(reason, '')}"
     )
     return 0
 
