@@ -38,6 +38,16 @@ SMALL = Recipe(
 MARGIN_TOL = 1e-2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread: as fast for these tiny models, and when another process holds a
+    core, two threads wait on each other at every op (measured 6x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits_xy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x, y = load_digits(return_X_y=True)

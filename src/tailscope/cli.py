@@ -1,4 +1,5 @@
-"""The ``tailscope`` command line: ``train``, ``estimate`` and ``demo``.
+"""The ``tailscope`` command line: ``train``, ``estimate``, ``demo``, ``report``,
+``experiment`` and ``compare``.
 
 Every command validates its input and, on bad input, exits non-zero with one line that names
 the problem (``tailscope: error: ...``), never a traceback; ``--debug`` shows the traceback.
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     train.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="matrix-product precision (bf16: fp32 master weights)",
+    )
+    train.add_argument(
         "--until-se",
         type=_threshold,
         metavar="SE",
@@ -149,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--models", type=_int_at_least(2, "--models"), default=128)
     demo.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=2)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_analysis_commands(sub)
     return parser
 
 
@@ -177,6 +185,7 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             models_per_step=args.models_per_step,
+            precision=args.precision,
         )
     options = {"address": args.address} if args.executor == "ray" else {}
     if args.address and args.executor != "ray":
@@ -293,7 +302,176 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"tailscope: warning: {message}", file=sys.stderr)
 
 
-COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo}
+# ---- analyses: report, experiment removal|influencers, compare ---------------------------
+def _thresholds(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 0.1,0.3,0.5, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one threshold")
+    return values
+
+
+def _add_analysis_commands(sub) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML report of a run's analyses",
+        description="Render the memorization distribution, high-influence pairs, agreement, "
+        "and any finished experiments of RUN_DIR into one HTML file.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("-o", "--output", type=Path, default=None, help="(RUN_DIR/report.html)")
+    report.add_argument("--infl", type=_threshold, default=0.15, help="pair threshold (0.15)")
+    report.add_argument("--mem", type=_threshold, default=0.25, help="mem threshold (0.25)")
+    report.add_argument(
+        "--released",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PAIRS.npz",
+        help="a released pair file of the paper to show too (repeatable)",
+    )
+    report.add_argument(
+        "--gallery", type=_int_at_least(1, "--gallery"), default=24, help="examples per gallery"
+    )
+
+    experiment = sub.add_parser(
+        "experiment",
+        help="retraining experiments: removal (marginal utility) and influencers",
+        description="Retrain the run's recipe on the full train set minus chosen examples; "
+        "the result is saved in RUN_DIR and shown by 'tailscope report'.",
+    )
+    kinds = experiment.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    removal = kinds.add_parser(
+        "removal",
+        help="remove the examples with mem >= theta vs as many random ones (marginal utility)",
+    )
+    removal.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        help="comma-separated thetas (0.1,...,0.9)",
+    )
+    influencers = kinds.add_parser(
+        "influencers",
+        help="remove the train examples of the high-influence pairs vs as many random ones",
+    )
+    influencers.add_argument("--infl", type=_threshold, default=0.15)
+    influencers.add_argument("--mem", type=_threshold, default=0.25)
+    for kind in (removal, influencers):
+        kind.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        kind.add_argument(
+            "--repeats",
+            type=_int_at_least(1, "--repeats"),
+            default=3,
+            help="models per condition (3)",
+        )
+        kind.add_argument("--seed", type=int, default=0)
+        kind.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+        kind.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    compare = sub.add_parser(
+        "compare",
+        help="agreement of two runs' estimates (or of the two halves of one run)",
+        description="Correlation of memorization, Jaccard of the mem >= 0.25 sets and of the "
+        "pairs, and mean |difference| against its expectation from the SEs. With RUN_B the "
+        "result is saved in RUN_A for its report; without, RUN_A's models are split in halves.",
+    )
+    compare.add_argument("run_a", type=Path, metavar="RUN_A")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", nargs="?")
+    compare.add_argument("--infl", type=_threshold, default=0.15)
+    compare.add_argument("--mem", type=_threshold, default=0.25)
+    compare.add_argument("--seed", type=int, default=0, help="seed of the split-half")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tailscope.report import write_report
+    from tailscope.run import Run
+
+    run = Run.open(args.run_dir, writable=False)
+    output = args.output if args.output is not None else run.path / "report.html"
+    write_report(
+        run, output, infl=args.infl, mem=args.mem, released=args.released, gallery_size=args.gallery
+    )
+    print(f"wrote {output}")
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from tailscope.experiments import run_marginal_utility, run_remove_influencers
+    from tailscope.run import Run
+
+    run = Run.open(args.run_dir)
+    common = {
+        "n_repeats": args.repeats,
+        "random_state": args.seed,
+        "device": args.device,
+        "progress": not args.quiet,
+    }
+    start = time.perf_counter()
+    if args.experiment == "removal":
+        result = run_marginal_utility(run, args.thresholds, **common)
+        print(f"marginal utility ({result.n_repeats} models per condition, 95% t intervals):")
+        for r in result.frame().itertuples(index=False):
+            print(
+                f"  theta {r.theta:.2f}: removed {r.removed:>6d} ({100 * r.fraction_removed:5.2f}%)"
+                f"  acc {100 * r.targeted:.2f}% vs random {100 * r.random:.2f}%"
+                f"  (random - targeted {100 * r.gap:+.2f} pts)"
+            )
+        saved = "marginal_utility.json"
+    else:
+        result = run_remove_influencers(run, infl=args.infl, mem=args.mem, **common)
+        print(
+            f"removing {len(result.influencers)} influencers of {len(result.influenced)} test "
+            f"examples ({result.n_repeats} models per condition):"
+        )
+        for r in result.frame().to_dict("records"):
+            print(
+                f"  {r['condition']:<28} all {100 * r['all']:6.2f}%  influenced "
+                f"{100 * r['influenced']:6.2f}%  rest {100 * r['rest']:6.2f}%"
+            )
+        saved = "remove_influencers.json"
+    elapsed = time.perf_counter() - start
+    print(f"saved {run.path / saved} ({elapsed:.1f} s); 'tailscope report {run.path}' shows it")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tailscope.experiments import agreement, compare_runs, split_half
+    from tailscope.run import Run
+
+    if args.run_b is None:
+        halves = split_half(Run.open(args.run_a, writable=False).estimate(), args.seed)
+        row = agreement(*halves, infl=args.infl, mem=args.mem)
+        what = f"split-half of {args.run_a}"
+    else:
+        row = compare_runs(
+            Run.open(args.run_a), Run.open(args.run_b, writable=False), infl=args.infl, mem=args.mem
+        )
+        what = f"{args.run_a} vs {args.run_b}"
+    print(f"{what} ({row['models_a']} and {row['models_b']} models):")
+    print(f"  memorization: Pearson {row['pearson']:.3f}, Spearman {row['spearman']:.3f}")
+    print(
+        f"  mem >= {args.mem}: {row['mem_set_a']} and {row['mem_set_b']} examples, "
+        f"Jaccard {row['jaccard_mem']:.3f}"
+    )
+    print(f"  pairs: {row['pairs_a']} and {row['pairs_b']}, Jaccard {row['jaccard_pairs']:.3f}")
+    print(
+        f"  mean |mem_a - mem_b| {row['mean_abs_diff']:.4f} +- {row['mean_abs_diff_se']:.4f} "
+        f"(expected from the SEs alone: {row['expected_mean_abs_diff']:.4f})"
+    )
+    if args.run_b is not None:
+        print(f"saved into {args.run_a / 'agreement.json'}")
+    return 0
+
+
+ANALYSIS_COMMANDS = {"report": _report, "experiment": _experiment, "compare": _compare}
+
+
+COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo, **ANALYSIS_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from tailscope import __version__
 from tailscope.data import Dataset, features, load, load_source, resolve_scaling
+from tailscope.engine import PRECISIONS
 from tailscope.errors import DataError, RunStoreError, SpecMismatchError
 from tailscope.execute import Executor, TrainingJob, get_executor
 from tailscope.models import Recipe, get_recipe
@@ -81,6 +82,7 @@ class Run:
         lr: float | None = None,
         scaling: str = "auto",
         models_per_step: int = DEFAULT_MODELS_PER_STEP,
+        precision: str = "fp32",
     ) -> Run:
         """Create a run, or reopen it if ``path`` already holds a run with this same spec.
 
@@ -95,6 +97,8 @@ class Run:
             scaling: feature scaling (see :mod:`tailscope.data.features`).
             models_per_step: models trained together in one vectorized step; fixed per run
                 so that a resumed run trains exactly the same chunks.
+            precision: ``"fp32"``, or ``"bf16"`` matrix products with float32 master weights
+                (about twice as fast on CPUs with AVX-512 bf16; part of the spec).
 
         Raises:
             SpecMismatchError: ``path`` holds a run created with a different spec.
@@ -110,6 +114,8 @@ class Run:
             raise DataError(f"n_models must be at least 2, got {n_models}")
         if not isinstance(models_per_step, int | np.integer) or models_per_step < 1:
             raise DataError(f"models_per_step must be a positive integer, got {models_per_step}")
+        if precision not in PRECISIONS:
+            raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         spec = {
             "format": 1,
             "version": __version__,
@@ -121,6 +127,7 @@ class Run:
             "subset_size": subset_size(data.n_train, ratio),
             "seed": int(seed),
             "models_per_step": int(models_per_step),
+            "precision": precision,
         }
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -321,6 +328,7 @@ class Run:
             masks=np.asarray(self.store.masks),
             seeds=np.asarray(self.store.seeds),
             device=device,
+            precision=self.spec.get("precision", "fp32"),
         )
 
     def _check_target(self, target: StandardErrorTarget) -> dict[str, object]:

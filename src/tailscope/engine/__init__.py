@@ -1,6 +1,6 @@
 """The training engine: train chunks of subset models and record their predictions."""
 
 from tailscope.engine.outputs import ModelOutputs
-from tailscope.engine.train import train_models
+from tailscope.engine.train import PRECISIONS, train_models
 
-__all__ = ["ModelOutputs", "train_models"]
+__all__ = ["PRECISIONS", "ModelOutputs", "train_models"]

@@ -21,13 +21,14 @@ from tailscope.engine.vectorized import NotVectorizableError, train_vectorized
 from tailscope.errors import DataError
 from tailscope.models.recipes import Recipe
 
-__all__ = ["train_models"]
+__all__ = ["PRECISIONS", "train_models"]
 
 #: Models per vectorized step by default. On a CPU, 8-32 run at about the same rate (GEMM-
 #: bound); 16 keeps the MNIST MLP's per-step gradients (16 x 784 x 512 floats) under glibc's
 #: 32 MB mmap threshold, which measured 10-20% faster than 32.
 #: An accelerator keeps gaining from wider steps.
 MAX_STACKED_CPU = 16
+PRECISIONS = ("fp32", "bf16")
 MAX_STACKED_ACCELERATOR = 128
 
 
@@ -44,6 +45,7 @@ def train_models(
     device: torch.device | str = "cpu",
     vectorize: bool = True,
     max_stacked: int | None = None,
+    precision: str = "fp32",
     progress: Callable[[int], object] | object | None = None,
 ) -> ModelOutputs:
     """Train one model per subset mask and record every model's predictions.
@@ -63,6 +65,8 @@ def train_models(
         vectorize: train up to ``max_stacked`` models per step with ``torch.func.vmap``;
             modules that cannot be vmapped fall back to one at a time, with a warning.
         max_stacked: models per vectorized step (default 16 on CPU, 128 elsewhere).
+        precision: ``"fp32"``, or ``"bf16"`` for bfloat16 matrix products with float32
+            master weights and optimizer state.
         progress: called with the number of model-steps taken after every step (a
             vectorized step of k models counts k), or a tqdm-like object with ``update``;
             a whole call takes ``k * recipe.epochs * ceil(m / recipe.batch_size)``.
@@ -73,6 +77,10 @@ def train_models(
     """
     if not isinstance(recipe, Recipe):
         raise DataError(f"recipe must be a tailscope Recipe, got {type(recipe).__name__}")
+    if precision not in PRECISIONS:
+        raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32":
+        raise DataError(f"precision {precision!r} is not implemented yet")
     data = to_device_data(x_train, y_train, x_test, y_test, n_classes, device)
     masks, seeds = _check_plan(masks, seeds, len(data.x_train))
     step_done = _progress_callback(progress)

@@ -27,6 +27,7 @@ class TrainingJob:
         y_train, y_test: int64 labels, (n,) and (t,).
         masks: (K, n) bool subset plan; seeds: (K,) int64 per-model seeds.
         device: torch device string the models train on.
+        precision: ``"fp32"`` or ``"bf16"`` (see :func:`tailscope.engine.train_models`).
     """
 
     recipe: Recipe
@@ -37,6 +38,7 @@ class TrainingJob:
     masks: np.ndarray
     seeds: np.ndarray
     device: str = "cpu"
+    precision: str = "fp32"
 
 
 class Executor(Protocol):

@@ -33,6 +33,7 @@ class LocalExecutor:
                 job.masks[models],
                 job.seeds[models],
                 device=job.device,
+                precision=job.precision,
             )
             on_chunk(models, {name: getattr(out, name) for name in OUTPUTS})
             if progress is not None:
