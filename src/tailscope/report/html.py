@@ -1,0 +1,562 @@
+"""The HTML report of a run: one self-contained file with every analysis the run has.
+
+``write_report(run, "report.html")`` renders, in order,
+
+1. an overview (dataset, recipe, K, accuracy, standard errors and what they allow);
+2. the memorization distribution: histogram overall and per class, threshold fractions, and
+   galleries of the most and least memorized train examples (image, label, mem +- se);
+3. the high-influence pairs: the paper's summary row, histograms, a gallery (train image
+   beside test image, infl +- se, mem) and a table;
+4. agreement: split-half reliability of the run itself, and any saved ``tailscope compare``;
+5. marginal utility and removing the influencers, when their experiments were run;
+6. the paper's released pair files, when given.
+
+Plots and images are embedded as PNG data URIs; every string that comes from data (names,
+paths, labels) passes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tailscope import __version__
+from tailscope.errors import TailscopeError
+from tailscope.experiments.agreement import AGREEMENT_FILE, agreement, split_half
+from tailscope.experiments.distribution import extremes, memorization_distribution
+from tailscope.experiments.pairs import mirror_pair_count, pair_summary
+from tailscope.experiments.released import load_released_pairs, released_test_size
+from tailscope.experiments.removal import (
+    INFLUENCERS_FILE,
+    MARGINAL_UTILITY_FILE,
+    InfluencerRemoval,
+    MarginalUtility,
+    interval,
+)
+from tailscope.report import plots
+from tailscope.results import Estimates
+
+__all__ = ["render_report", "write_report"]
+
+#: Above this worst-case standard error, selecting pairs at infl >= 0.15 is mostly noise.
+NOISY_SE = 0.05
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 0 1.5em;
+       color: #222; line-height: 1.4; }
+h1 { margin-top: 1em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f3f5f8; } td.text, th.text { text-align: left; }
+.note { background: #fff7e0; border-left: 4px solid #e0b040; padding: .4em .8em; }
+.muted { color: #666; font-size: .9em; }
+.gallery { display: flex; flex-wrap: wrap; gap: .5em; }
+figure.example { margin: 0; width: 96px; text-align: center; font-size: .75em; }
+figure.example img, figure.pair img { width: 84px; height: 84px; image-rendering: pixelated;
+       border: 1px solid #ccc; }
+figure.pair { margin: 0; width: 200px; text-align: center; font-size: .75em; }
+figure.pair div { display: flex; justify-content: space-around; }
+img.plot { max-width: 100%; }
+nav ul { columns: 2; }
+"""
+
+
+def write_report(run, path: str | os.PathLike, **options: object) -> Path:
+    """Render :func:`render_report` for ``run`` and write it to ``path`` (UTF-8)."""
+    path = Path(path)
+    path.write_text(render_report(run, **options), encoding="utf-8")
+    return path
+
+
+def render_report(
+    run,
+    *,
+    infl: float = 0.15,
+    mem: float = 0.25,
+    released: Sequence[str | os.PathLike] = (),
+    gallery_size: int = 24,
+    max_pair_rows: int = 200,
+    split_half_seed: int = 0,
+) -> str:
+    """The report of ``run`` (a :class:`tailscope.Run`) as one HTML string.
+
+    Args:
+        run: the run; its finished models are estimated.
+        infl, mem: the pair selection thresholds (the paper's 0.15 and 0.25).
+        released: paths of released pair files to show beside the run.
+        gallery_size: examples (and pairs) per gallery.
+        max_pair_rows: rows of the pair table.
+        split_half_seed: seed of the split of the models into two halves.
+    """
+    released_pairs = [(Path(p), load_released_pairs(p)) for p in released]
+    est = run.estimate()
+    spec = run.spec
+    class_names = [str(c) for c in spec["dataset"].get("class_names") or []]
+    if len(class_names) < int(max(est.y_train.max(), est.y_test.max())) + 1:
+        class_names = [str(c) for c in range(int(max(est.y_train.max(), est.y_test.max())) + 1)]
+    images = _Images.of(run, est)
+    pairs = est.high_influence_pairs(infl=infl, mem=mem)
+    sections = [
+        _overview(run, est),
+        _distribution_section(est, class_names, images, gallery_size, mem),
+        _pairs_section(est, pairs, class_names, images, infl, mem, gallery_size, max_pair_rows),
+        _agreement_section(run, est, infl, mem, split_half_seed),
+        _marginal_utility_section(run),
+        _influencers_section(run),
+        *(_released_section(path, frame) for path, frame in released_pairs),
+    ]
+    title = f"tailscope report: {spec['dataset']['name']} / {spec['recipe']['name']}"
+    toc = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name, _ in sections)
+    body = "".join(
+        f'<section id="{sid}"><h2>{_e(name)}</h2>{content}</section>'
+        for sid, name, content in sections
+    )
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f'<h1>{_e(title)}</h1><p class="muted">run {_e(run.path)} &middot; tailscope '
+        f"{_e(__version__)} &middot; {_e(created)}</p><nav><ul>{toc}</ul></nav>{body}"
+        "</body></html>\n"
+    )
+
+
+# ---- formatting helpers -------------------------------------------------------------------
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return f"{int(value):,}"
+    value = float(value)
+    return "&ndash;" if np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return "&ndash;" if value is None or np.isnan(value) else f"{100 * value:.{digits}f}%"
+
+
+def _ci(ci: dict[str, float], percent: bool = True) -> str:
+    scale, unit = (100, "%") if percent else (1, "")
+    if np.isnan(ci["low"]):
+        return f"{scale * ci['mean']:.2f}{unit}"
+    half = scale * (ci["high"] - ci["low"]) / 2
+    return f"{scale * ci['mean']:.2f} &plusmn; {half:.2f}{unit}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns=()) -> str:
+    """A table; ``rows`` hold already formatted (escaped) cells."""
+
+    def cell(tag: str, i: int, content: str) -> str:
+        cls = ' class="text"' if i in text_columns else ""
+        return f"<{tag}{cls}>{content}</{tag}>"
+
+    head = "".join(cell("th", i, _e(h)) for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _plot(uri: str, alt: str) -> str:
+    return f'<p><img class="plot" src="{uri}" alt="{_e(alt)}"></p>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{text}</p>'
+
+
+class _Images:
+    """Raw train/test images of a run's dataset as PNG data URIs, addressed by source index."""
+
+    def __init__(self, x_train: np.ndarray, x_test: np.ndarray, est: Estimates) -> None:
+        self.x_train, self.x_test = x_train, x_test
+        self.vmin = float(min(x_train.min(), x_test.min()))
+        self.vmax = float(max(x_train.max(), x_test.max()))
+        self.train_pos = pd.Index(est.train_index)
+        self.test_pos = pd.Index(est.test_index)
+
+    @classmethod
+    def of(cls, run, est: Estimates) -> _Images | str:
+        """The images of ``run``'s dataset, or a sentence saying why there are none."""
+        try:
+            data = run.dataset
+        except TailscopeError as e:
+            return f"no images: the dataset could not be loaded ({e})"
+        if not data.is_image:
+            return "no images: the dataset's examples are feature vectors, not images"
+        return cls(data.x_train, data.x_test, est)
+
+    def train(self, source_index: int) -> str:
+        return self._img(self.x_train[self.train_pos.get_loc(source_index)], "train", source_index)
+
+    def test(self, source_index: int) -> str:
+        return self._img(self.x_test[self.test_pos.get_loc(source_index)], "test", source_index)
+
+    def _img(self, image: np.ndarray, split: str, index: int) -> str:
+        uri = plots.image_uri(image, self.vmin, self.vmax)
+        return f'<img src="{uri}" alt="{split} example {int(index)}">'
+
+
+# ---- sections ------------------------------------------------------------------------------
+def _overview(run, est: Estimates) -> tuple[str, str, str]:
+    spec = run.spec
+    k = est.n_models
+    # Worst case of the binary SE formula at p_in = p_out = 1/2, with the run's in/out split.
+    ratio = float(spec.get("ratio", 0.7))
+    worst_se = float(np.sqrt(0.25 / (ratio * k) + 0.25 / ((1 - ratio) * k)))
+    recipe = spec["recipe"]
+    hyper = ", ".join(f"{key}={value}" for key, value in recipe.items() if key != "name")
+    rows = [
+        ["dataset", _e(spec["dataset"]["name"])],
+        ["train / test examples", f"{est.y_train.size:,} / {est.y_test.size:,}"],
+        ["recipe", f"{_e(recipe['name'])} ({_e(hyper)})"],
+        ["models K (finished / planned)", f"{k:,} / {spec['n_models']:,}"],
+        ["subset ratio m/n", _num(ratio, 2)],
+        ["mean test accuracy of the subset models", _pct(float(np.mean(est.correct_test)))],
+        ["mean SE of mem", _num(float(np.nanmean(est.memorization_se)))],
+        ["worst-case SE of one estimate (p = 1/2)", _num(worst_se)],
+    ]
+    content = _table(["", "value"], rows, text_columns=(0, 1))
+    if worst_se > NOISY_SE:
+        content += _note(
+            f"With K = {k:,} models a single estimate has a standard error of up to "
+            f"{worst_se:.3f}: differences of memorization or influence below about "
+            f"{4 * worst_se:.2f} are not distinguishable from noise, and many pairs selected at "
+            "infl &ge; 0.15 may be noise (the paper used K = 2,000&ndash;4,000, SE &le; 0.024)."
+        )
+    return "overview", "Overview", content
+
+
+def _distribution_section(
+    est: Estimates, class_names: list[str], images, gallery_size: int, mem: float
+) -> tuple[str, str, str]:
+    thresholds = sorted({mem, 0.25, 0.5, 0.75})
+    dist = memorization_distribution(
+        est.memorization,
+        est.memorization_se,
+        est.y_train,
+        n_classes=len(class_names),
+        thresholds=thresholds,
+    )
+    head = ["", "examples", "mean mem"] + [f"mem >= {t:g}" for t in dist.thresholds]
+    rows = [["all", _num(dist.n_defined), _num(dist.mean)] + [_pct(f) for f in dist.above]]
+    for c, name in enumerate(class_names):
+        mean_c = np.nanmean(est.memorization[est.y_train == c]) if dist.class_count[c] else np.nan
+        rows.append(
+            [_e(name), _num(int(dist.class_count[c])), _num(mean_c)]
+            + [_pct(f) for f in dist.class_above[c]]
+        )
+    content = (
+        "<p>Memorization <code>mem(i) = P[h(x_i) = y_i | i in S] - P[h(x_i) = y_i | i not in S]"
+        "</code>: how much more often the models that trained on example i classify it "
+        "correctly than the models that did not.</p>"
+        + _plot(plots.memorization_histogram(dist), "histogram of memorization")
+        + _table(head, rows, text_columns=(0,))
+        + _plot(plots.class_histograms(dist, class_names), "memorization per class")
+    )
+    if dist.n_undefined:
+        content += _note(
+            f"{dist.n_undefined:,} examples were in every subset or in none and have no estimate."
+        )
+    most, least = extremes(est.memorization, gallery_size)
+    for title, chosen in (("Most memorized", most), ("Least memorized", least)):
+        content += f"<h3>{title} train examples</h3>" + _example_gallery(
+            est, chosen, class_names, images
+        )
+    return "memorization", "Memorization distribution", content
+
+
+def _example_gallery(est: Estimates, positions: np.ndarray, class_names, images) -> str:
+    if isinstance(images, str):
+        return f'<p class="muted">{_e(images)}</p>' + _table(
+            ["train index", "label", "mem", "se"],
+            [
+                [
+                    str(int(est.train_index[p])),
+                    _e(class_names[est.y_train[p]]),
+                    _num(est.memorization[p]),
+                    _num(est.memorization_se[p]),
+                ]
+                for p in positions
+            ],
+            text_columns=(1,),
+        )
+    figures = []
+    for p in positions:
+        index = int(est.train_index[p])
+        figures.append(
+            f'<figure class="example">{images.train(index)}<figcaption>#{index} '
+            f"{_e(class_names[est.y_train[p]])}<br>{est.memorization[p]:.2f} &plusmn; "
+            f"{est.memorization_se[p]:.2f}</figcaption></figure>"
+        )
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def _pairs_section(
+    est: Estimates,
+    pairs: pd.DataFrame,
+    class_names,
+    images,
+    infl: float,
+    mem: float,
+    gallery_size: int,
+    max_rows: int,
+) -> tuple[str, str, str]:
+    n_test = len(est.y_test)
+    summary = pair_summary(pairs["train"], pairs["test"], n_test)
+    content = (
+        f"<p>Pairs (train i, test j) with infl(i, j) &ge; {infl:g}, mem(i) &ge; {mem:g} and the "
+        "same label: the test example is classified correctly far more often by the models "
+        "that trained on i.</p>" + _summary_table([("this run", summary)])
+    )
+    if not len(pairs):
+        return "pairs", "High-influence pairs", content + "<p>No pair passes the thresholds.</p>"
+    mirror = mirror_pair_count(est, infl=infl, mem=mem)
+    content += (
+        f"<p>Noise floor: {mirror:,} pairs pass the same selection with the sign of the "
+        f"influence flipped (infl &le; &minus;{infl:g}). Estimation noise is symmetric and true "
+        f"influence that negative is rare, so at least about {min(mirror, len(pairs)):,} of "
+        f"the {len(pairs):,} selected pairs are expected to be noise (more when the models' "
+        "accuracies vary much: selecting on mem then favours rows whose influence noise is "
+        "positive too). The split-half Jaccard of the pairs below is the direct check.</p>"
+    )
+    median_se = float(pairs["infl_se"].median())
+    if median_se > NOISY_SE:
+        content += _note(
+            f"The median standard error of these influence estimates is {median_se:.3f}; "
+            f"a pair within about {2 * median_se:.2f} of the threshold may be noise."
+        )
+    content += _plot(plots.pair_histograms(pairs["infl"], pairs["mem"]), "pair histograms")
+    top = pairs.head(gallery_size)
+    if not isinstance(images, str):
+        figures = [
+            f'<figure class="pair"><div>{images.train(int(r.train))}{images.test(int(r.test))}'
+            f"</div><figcaption>train #{int(r.train)} &rarr; test #{int(r.test)} "
+            f"({_e(class_names[int(r.label)])})<br>infl {r.infl:.2f} &plusmn; {r.infl_se:.2f}, "
+            f"mem {r.mem:.2f}</figcaption></figure>"
+            for r in top.itertuples(index=False)
+        ]
+        content += "<h3>Strongest pairs (train left, test right)</h3>"
+        content += f'<div class="gallery">{"".join(figures)}</div>'
+    else:
+        content += f'<p class="muted">{_e(images)}</p>'
+    rows = [
+        [
+            str(int(r.train)),
+            str(int(r.test)),
+            _e(class_names[int(r.label)]),
+            _num(r.infl),
+            _num(r.infl_se),
+            _num(r.mem),
+            _num(r.mem_se),
+        ]
+        for r in pairs.head(max_rows).itertuples(index=False)
+    ]
+    content += (
+        f"<details><summary>Pair table ({min(len(pairs), max_rows):,} of {len(pairs):,} "
+        "pairs)</summary>"
+    )
+    content += _table(
+        ["train", "test", "label", "infl", "infl se", "mem", "mem se"], rows, text_columns=(2,)
+    )
+    return "pairs", "High-influence pairs", content
+
+
+def _summary_table(named: Sequence[tuple[str, dict]]) -> str:
+    head = [
+        "",
+        "pairs",
+        "unique test (% of test)",
+        "single-influencer tests",
+        "unique train",
+        "most influencers per test",
+    ]
+    rows = []
+    for name, s in named:
+        pct = f" ({s['unique_test_pct']:.2f}%)" if "unique_test_pct" in s else ""
+        rows.append(
+            [
+                _e(name),
+                _num(s["pairs"]),
+                f"{s['unique_test']:,}{pct}",
+                _num(s["single_influencer_tests"]),
+                _num(s["unique_train"]),
+                _num(s["max_influencers_per_test"]),
+            ]
+        )
+    return _table(head, rows, text_columns=(0,))
+
+
+def _agreement_section(run, est: Estimates, infl: float, mem: float, seed: int):
+    content = ""
+    if est.n_models >= 4:
+        half_a, half_b = split_half(est, random_state=seed)
+        row = agreement(half_a, half_b, infl=infl, mem=mem)
+        content += (
+            f"<h3>Split-half reliability</h3><p>The {est.n_models:,} models split at random "
+            f"into two independent runs of {half_a.n_models:,} and {half_b.n_models:,} "
+            "models. Agreement here is a floor: the full run's estimates have about "
+            "1/&radic;2 of these halves' standard errors.</p>"
+            + _agreement_table([("half A vs half B", row)])
+            + _plot(
+                plots.scatter_plot(
+                    half_a.memorization, half_b.memorization, "mem, half A", "mem, half B"
+                ),
+                "split-half scatter",
+            )
+        )
+    saved = run.store.read_json(AGREEMENT_FILE) or {}
+    if saved.get("comparisons"):
+        content += "<h3>Saved comparisons (<code>tailscope compare</code>)</h3>"
+        content += _agreement_table([(c["other"], c) for c in saved["comparisons"]])
+    if not content:
+        content = "<p>Too few models for a split-half comparison.</p>"
+    return "agreement", "Agreement", content
+
+
+def _agreement_table(named: Sequence[tuple[str, dict]]) -> str:
+    head = [
+        "comparison",
+        "models",
+        "Pearson mem",
+        "Spearman mem",
+        "Jaccard mem >= 0.25",
+        "pairs",
+        "Jaccard pairs",
+        "mean |diff| mem",
+        "expected from SEs",
+    ]
+    rows = [
+        [
+            _e(name),
+            f"{r['models_a']:,} / {r['models_b']:,}",
+            _num(r["pearson"]),
+            _num(r["spearman"]),
+            _num(r["jaccard_mem"]),
+            f"{r['pairs_a']:,} / {r['pairs_b']:,}",
+            _num(r["jaccard_pairs"]),
+            f"{r['mean_abs_diff']:.4f} &plusmn; {r['mean_abs_diff_se']:.4f}",
+            _num(r["expected_mean_abs_diff"], 4),
+        ]
+        for name, r in named
+    ]
+    return _table(head, rows, text_columns=(0,))
+
+
+def _marginal_utility_section(run) -> tuple[str, str, str]:
+    record = run.store.read_json(MARGINAL_UTILITY_FILE)
+    name = "Marginal utility of memorized examples"
+    if record is None:
+        return (
+            "marginal-utility",
+            name,
+            (
+                f'<p class="muted">Not run yet: <code>tailscope experiment removal '
+                f"{_e(run.path)}</code> retrains without the examples with mem &ge; theta.</p>"
+            ),
+        )
+    result = MarginalUtility.from_dict(record)
+    frame = result.frame()
+    base = interval(result.baseline)
+    rows = [
+        [
+            _num(r.theta, 2),
+            _num(int(r.removed)),
+            _pct(r.fraction_removed),
+            _ci({"mean": r.targeted, "low": r.targeted_low, "high": r.targeted_high}),
+            _ci({"mean": r.random, "low": r.random_low, "high": r.random_high}),
+            _ci({"mean": r.gap, "low": r.gap_low, "high": r.gap_high}),
+        ]
+        for r in frame.itertuples(index=False)
+    ]
+    content = (
+        f"<p>Models retrained on the whole train set without the examples with mem &ge; theta, "
+        f"and without as many random examples; {result.n_repeats} models per condition "
+        f"(paired seeds), 95% t intervals. All examples: {_ci(base)}."
+        + (
+            f" mem was estimated from {result.n_models_estimated:,} models."
+            if result.n_models_estimated
+            else ""
+        )
+        + "</p>"
+        + _plot(plots.marginal_utility_plot(result), "marginal utility")
+        + _table(
+            [
+                "theta",
+                "removed",
+                "fraction",
+                "acc. without mem >= theta",
+                "acc. without random",
+                "random - targeted",
+            ],
+            rows,
+        )
+    )
+    return "marginal-utility", name, content
+
+
+def _influencers_section(run) -> tuple[str, str, str]:
+    record = run.store.read_json(INFLUENCERS_FILE)
+    name = "Removing the influencers"
+    if record is None:
+        return (
+            "influencers",
+            name,
+            (
+                f'<p class="muted">Not run yet: <code>tailscope experiment influencers '
+                f"{_e(run.path)}</code> retrains without the train examples of the pairs.</p>"
+            ),
+        )
+    result = InfluencerRemoval.from_dict(record)
+    labels = {
+        "full": "trained on S",
+        "without_influencers": "S minus the influencers",
+        "without_random": "S minus as many random",
+        "full - without_influencers": "difference (influencers)",
+        "full - without_random": "difference (random)",
+    }
+    rows = [
+        [_e(labels.get(r["condition"], r["condition"]))]
+        + [
+            _ci({"mean": r[s], "low": r[f"{s}_low"], "high": r[f"{s}_high"]})
+            for s in InfluencerRemoval.SUBSETS
+        ]
+        for r in result.frame().to_dict("records")
+    ]
+    content = (
+        f"<p>{len(result.influencers):,} influencers removed (the train examples of the "
+        f"pairs); {len(result.influenced):,} influenced test examples; {result.n_repeats} "
+        "models per condition (paired seeds), 95% t intervals.</p>"
+        + _table(
+            ["", "full test accuracy", "influenced test examples", "rest of the test set"],
+            rows,
+            text_columns=(0,),
+        )
+    )
+    return "influencers", name, content
+
+
+def _released_section(path: Path, pairs: pd.DataFrame) -> tuple[str, str, str]:
+    n_test = released_test_size(path)
+    summary = pair_summary(pairs["train"], pairs["test"], n_test)
+    content = (
+        f"<p>The paper's released pairs from <code>{_e(path.name)}</code> "
+        "(infl &ge; 0.15, mem &ge; 0.25, same label).</p>"
+        + _summary_table([(path.stem, summary)])
+        + _plot(plots.pair_histograms(pairs["infl"], pairs["mem"]), f"{path.stem} histograms")
+    )
+    return f"released-{_slug(path.stem)}", f"Released pairs: {path.stem}", content
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-") or "file"
