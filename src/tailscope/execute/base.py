@@ -54,11 +54,19 @@ class Executor(Protocol):
 
 
 def get_executor(executor: str | Executor, **options: object) -> Executor:
-    """Resolve an executor name (``"local"``) or pass an executor object through."""
+    """Resolve an executor name (``"local"``, ``"ray"``) or pass an executor object through.
+
+    ``options`` go to the executor's constructor (for ``"ray"``: ``address``,
+    ``num_cpus_per_task``, ... of :class:`~tailscope.execute.ray.RayExecutor`).
+    """
     if not isinstance(executor, str):
         return executor
     if executor == "local":
         from tailscope.execute.local import LocalExecutor
 
         return LocalExecutor(**options)
-    raise DataError(f"executor must be 'local' or an Executor object, got {executor!r}")
+    if executor == "ray":
+        from tailscope.execute.ray import RayExecutor  # imports Ray only now
+
+        return RayExecutor(**options)
+    raise DataError(f"executor must be 'local', 'ray' or an Executor object, got {executor!r}")
