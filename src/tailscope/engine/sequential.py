@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from tailscope.engine.data import DeviceData
 from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
+from tailscope.engine.precision import autocast
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
 
@@ -28,14 +29,16 @@ def train_sequential(
     masks: np.ndarray,
     seeds: np.ndarray,
     *,
+    precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
 ) -> ModelOutputs:
     """Train the models of ``masks`` (k, n) / ``seeds`` (k,) one after another.
 
+    ``precision="bf16"`` runs forward passes under ``torch.autocast`` to bfloat16.
     ``progress(1)`` is called after every step.
     """
     parts = [
-        _train_one(recipe, data, masks[j : j + 1], seeds[j : j + 1], progress)
+        _train_one(recipe, data, masks[j : j + 1], seeds[j : j + 1], precision, progress)
         for j in range(len(seeds))
     ]
     return ModelOutputs.concatenate(parts)
@@ -46,6 +49,7 @@ def _train_one(
     data: DeviceData,
     mask: np.ndarray,
     seed: np.ndarray,
+    precision: str,
     progress: Callable[[int], None] | None,
 ) -> ModelOutputs:
     """Train one model: ``mask`` is (1, n), ``seed`` is (1,)."""
@@ -62,7 +66,9 @@ def _train_one(
             idx = order_t[start : start + batch]
             xb = torch.index_select(data.x_train, 0, idx, out=x_buf[: len(idx)])
             optimizer.zero_grad()
-            F.cross_entropy(model(xb), data.y_train[idx]).backward()
+            with autocast(data.device, precision):
+                loss = F.cross_entropy(model(xb), data.y_train[idx])
+            loss.backward()
             optimizer.step()
             if progress is not None:
                 progress(1)
@@ -71,7 +77,8 @@ def _train_one(
     rows = eval_rows(model, data.x_train, 1)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return model(x).unsqueeze(0)
+        with autocast(data.device, precision):
+            return model(x).unsqueeze(0)
 
     correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, 1, rows)
     correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, 1, rows)

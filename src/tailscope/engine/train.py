@@ -1,9 +1,16 @@
 """``train_models``: train a chunk of subset models and record their predictions.
 
 This is the engine's one entry point. It validates the inputs, moves the data to the
-device once, and hands groups of at most ``max_stacked`` models to a trainer: the
-vectorized one when the recipe's module runs under ``vmap``, else the sequential one. A
-faster trainer for a particular architecture slots in here, behind the same signature.
+device once, and hands groups of at most ``max_stacked`` models to a trainer:
+
+1. the stacked-MLP trainer (:mod:`~tailscope.engine.stacked_mlp`: batched matrix products,
+   hand-written backward, fused update) when the recipe's module is a plain ReLU MLP
+   trained with SGD, as the built-in ``mlp`` recipe;
+2. else the vectorized one (:mod:`~tailscope.engine.vectorized`) when the module runs under
+   ``vmap``;
+3. else the sequential one, one model at a time.
+
+All three train the same models for the same seeds, up to float round-off.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tailscope.engine.data import to_device_data
+from tailscope.engine.data import DeviceData, to_device_data
 from tailscope.engine.outputs import ModelOutputs
+from tailscope.engine.precision import PRECISIONS, check_precision
+from tailscope.engine.schedule import init_model
 from tailscope.engine.sequential import train_sequential
+from tailscope.engine.stacked_mlp import train_stacked_mlp, uses_stacked_mlp
 from tailscope.engine.vectorized import NotVectorizableError, train_vectorized
 from tailscope.errors import DataError
 from tailscope.models.recipes import Recipe
@@ -28,7 +38,6 @@ __all__ = ["PRECISIONS", "train_models"]
 #: 32 MB mmap threshold, which measured 10-20% faster than 32.
 #: An accelerator keeps gaining from wider steps.
 MAX_STACKED_CPU = 16
-PRECISIONS = ("fp32", "bf16")
 MAX_STACKED_ACCELERATOR = 128
 
 
@@ -44,6 +53,7 @@ def train_models(
     n_classes: int | None = None,
     device: torch.device | str = "cpu",
     vectorize: bool = True,
+    stacked_mlp: bool = True,
     max_stacked: int | None = None,
     precision: str = "fp32",
     progress: Callable[[int], object] | object | None = None,
@@ -52,7 +62,8 @@ def train_models(
 
     Model j trains on the rows ``masks[j]`` of the train split from seed ``seeds[j]`` and
     depends on nothing else: the chunk a model is trained in, and whether it is trained
-    vectorized or alone, change its weights only by float round-off.
+    vectorized or alone, change its weights only by float round-off (on the stacked-MLP
+    path on a CPU, not at all: its rows are the same bit for bit in any chunk).
 
     Args:
         recipe: architecture and hyper-parameters.
@@ -64,9 +75,13 @@ def train_models(
         device: torch device to train on (``"cpu"``, ``"cuda"``, ...).
         vectorize: train up to ``max_stacked`` models per step with ``torch.func.vmap``;
             modules that cannot be vmapped fall back to one at a time, with a warning.
+        stacked_mlp: with ``vectorize``, train plain ReLU MLPs with SGD (the ``mlp``
+            recipe) on the stacked-MLP fast path; False forces the generic ``vmap`` path.
         max_stacked: models per vectorized step (default 16 on CPU, 128 elsewhere).
         precision: ``"fp32"``, or ``"bf16"`` for bfloat16 matrix products with float32
-            master weights and optimizer state.
+            master weights and optimizer state: by hand on the stacked-MLP path, with
+            ``torch.autocast`` on the others (see :mod:`tailscope.engine.precision`;
+            warns once where a CPU would emulate bf16, slower than fp32).
         progress: called with the number of model-steps taken after every step (a
             vectorized step of k models counts k), or a tqdm-like object with ``update``;
             a whole call takes ``k * recipe.epochs * ceil(m / recipe.batch_size)``.
@@ -77,10 +92,7 @@ def train_models(
     """
     if not isinstance(recipe, Recipe):
         raise DataError(f"recipe must be a tailscope Recipe, got {type(recipe).__name__}")
-    if precision not in PRECISIONS:
-        raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "fp32":
-        raise DataError(f"precision {precision!r} is not implemented yet")
+    precision = check_precision(precision, torch.device(device))
     data = to_device_data(x_train, y_train, x_test, y_test, n_classes, device)
     masks, seeds = _check_plan(masks, seeds, len(data.x_train))
     step_done = _progress_callback(progress)
@@ -89,14 +101,17 @@ def train_models(
     elif not isinstance(max_stacked, int) or isinstance(max_stacked, bool) or max_stacked < 1:
         raise DataError(f"max_stacked must be an integer >= 1, got {max_stacked!r}")
 
+    fast = vectorize and stacked_mlp and _is_stacked_mlp(recipe, data)
     parts = []
     for start in range(0, len(seeds), max_stacked):
         group = slice(start, start + max_stacked)
+        args = (recipe, data, masks[group], seeds[group])
+        if fast:
+            parts.append(train_stacked_mlp(*args, precision=precision, progress=step_done))
+            continue
         if vectorize:
             try:
-                parts.append(
-                    train_vectorized(recipe, data, masks[group], seeds[group], progress=step_done)
-                )
+                parts.append(train_vectorized(*args, precision=precision, progress=step_done))
                 continue
             except NotVectorizableError as err:
                 warnings.warn(
@@ -105,8 +120,14 @@ def train_models(
                     stacklevel=2,
                 )
                 vectorize = False
-        parts.append(train_sequential(recipe, data, masks[group], seeds[group], progress=step_done))
+        parts.append(train_sequential(*args, precision=precision, progress=step_done))
     return ModelOutputs.concatenate(parts)
+
+
+def _is_stacked_mlp(recipe: Recipe, data: DeviceData) -> bool:
+    """Whether the recipe's module (one built with seed 0) takes the stacked-MLP path."""
+    module = init_model(recipe, data.feature_shape, data.n_classes, seed=0)
+    return uses_stacked_mlp(recipe, module, data.feature_shape)
 
 
 def _check_plan(masks: object, seeds: object, n_train: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from tailscope.engine.data import DeviceData
 from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
+from tailscope.engine.precision import autocast
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
 
@@ -44,12 +45,14 @@ def train_vectorized(
     masks: np.ndarray,
     seeds: np.ndarray,
     *,
+    precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
 ) -> ModelOutputs:
     """Train ``k = len(seeds)`` models at once and record their predictions.
 
     ``masks`` is (k, n) bool with the same number ``m`` of members per row; model j trains
     on ``masks[j]`` from ``seeds[j]`` (see :mod:`tailscope.engine.schedule`).
+    ``precision="bf16"`` runs forward passes under ``torch.autocast`` to bfloat16.
     ``progress(k)`` is called after every step.
     """
     k = len(seeds)
@@ -83,7 +86,9 @@ def train_vectorized(
             xb = torch.index_select(data.x_train, 0, idx, out=x_buf[: len(idx)])
             yb = torch.index_select(data.y_train, 0, idx, out=y_buf[: len(idx)])
             optimizer.zero_grad()
-            losses(params, buffers, xb.view(k, b, *shape), yb.view(k, b)).sum().backward()
+            with autocast(data.device, precision):
+                loss = losses(params, buffers, xb.view(k, b, *shape), yb.view(k, b)).sum()
+            loss.backward()
             optimizer.step()
             if progress is not None:
                 progress(k)
@@ -96,7 +101,8 @@ def train_vectorized(
     )
 
     def predict(x: Tensor) -> Tensor:
-        return predict_all(params, buffers, x)
+        with autocast(data.device, precision):
+            return predict_all(params, buffers, x)
 
     correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, k, rows)
     correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, k, rows)

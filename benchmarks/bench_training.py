@@ -1,0 +1,343 @@
+"""Training throughput: the plain per-model loop against tailscope's engine, in one process.
+
+For each workload (the public demo's MLP on MNIST, 1 epoch; a tiny MLP on scikit-learn's
+digits) and on the same data, masks and seeds, it times:
+
+- ``plain``: the loop the public demo runs, one model after another: one ``nn.Module``, one
+  ``torch.optim.SGD``, a DataLoader-free minibatch loop over the model's subset, then
+  predictions on all n + t examples (batches of 1024, no autograd);
+- ``engine fp32`` / ``engine bf16``: ``tailscope.engine.train_models`` (stacked-MLP path);
+- ``engine vmap``: the generic ``vmap`` path, for reference (``--vmap``; always on digits).
+
+and prints models/min, GFLOP/s (6 x params per trained example + 2 x params per evaluated
+example), the fraction of this machine's matmul peak measured in the same run (fp32
+``torch.mm``; bf16 for the bf16 row), the speed-up over the plain loop and the mean test
+accuracy. For MNIST it also projects the public demo's full workload (2000 models x 10
+epochs) from the measured training and evaluation times.
+
+    python benchmarks/bench_training.py                 # both workloads, default threads
+    python benchmarks/bench_training.py --threads 1 --only mnist --models 16 --plain-models 8
+    python benchmarks/bench_training.py --device cuda   # on a GPU
+
+Run it by hand on a quiet machine: other processes on the same cores distort every number
+(ratios measured in the same run hold up better than absolute rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import tailscope as ts
+from tailscope.data import features
+from tailscope.engine import train_models
+from tailscope.engine.schedule import init_model, member_orders
+from tailscope.models import Recipe, get_recipe, mlp
+
+DEMO_EPOCHS_FULL = 10
+DEMO_MODELS_FULL = 2000
+EVAL_BATCH = 1024
+
+
+@dataclasses.dataclass
+class Timing:
+    """One trainer on one workload: ``models`` models in ``seconds`` (``train_seconds`` of
+    them training), and their mean test accuracy."""
+
+    trainer: str
+    precision: str
+    models: int
+    seconds: float
+    train_seconds: float
+    accuracy: float
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    recipe: Recipe
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    masks: np.ndarray
+    seeds: np.ndarray
+
+    @property
+    def n_params(self) -> int:
+        model = init_model(self.recipe, self.x_train.shape[1:], 10, 0)
+        return sum(p.numel() for p in model.parameters())
+
+    def flops_per_model(self) -> float:
+        """6 x params per trained example, 2 x params per evaluated example."""
+        m = int(self.masks[0].sum())
+        evaluated = len(self.y_train) + len(self.y_test)
+        return self.n_params * (6.0 * m * self.recipe.epochs + 2.0 * evaluated)
+
+
+def make_workload(name: str, recipe: Recipe, dataset: ts.data.Dataset, n_models: int) -> Workload:
+    x_train, x_test = features(dataset)
+    plan = ts.SubsetPlan.random(max(n_models, 2), dataset.n_train, ratio=0.7, random_state=0)
+    return Workload(
+        name,
+        recipe,
+        x_train,
+        dataset.y_train,
+        x_test,
+        dataset.y_test,
+        np.asarray(plan.masks),
+        np.asarray(plan.seeds),
+    )
+
+
+# ---- the matmul peak ---------------------------------------------------------------------
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 3.0) -> float:
+    """Best GFLOP/s of ``torch.mm`` over a few shapes the MLPs use (the wide evaluation GEMM,
+    a square one)."""
+    shapes = [(1024, 784, 8192), (2048, 784, 512), (2048, 2048, 2048)]
+    best = 0.0
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        out = torch.empty(m, n, dtype=dtype, device=device)
+        torch.mm(a, b, out=out)
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / len(shapes):
+            torch.mm(a, b, out=out)
+            reps += 1
+        _sync(device)
+        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---- the trainers ------------------------------------------------------------------------
+
+
+def plain_loop(work: Workload, n_models: int, device: torch.device) -> Timing:
+    """The public demo's loop: one model, one optimizer, minibatches, then predictions."""
+    recipe = work.recipe
+    x_train = torch.as_tensor(work.x_train, device=device)
+    y_train = torch.as_tensor(work.y_train, device=device)
+    x_all = torch.cat([x_train, torch.as_tensor(work.x_test, device=device)])
+    y_all = torch.cat([y_train, torch.as_tensor(work.y_test, device=device)])
+    n = len(y_train)
+    train_seconds, test_correct = 0.0, []
+    start = time.perf_counter()
+    for j in range(n_models):
+        model = init_model(recipe, x_train.shape[1:], 10, int(work.seeds[j])).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum)
+        orders = member_orders(work.masks[j : j + 1], work.seeds[j : j + 1])
+        begin = time.perf_counter()
+        model.train()
+        for _ in range(recipe.epochs):
+            order = torch.from_numpy(next(orders)[0]).to(device)
+            for first in range(0, len(order), recipe.batch_size):
+                idx = order[first : first + recipe.batch_size]
+                optimizer.zero_grad()
+                F.cross_entropy(model(x_train[idx]), y_train[idx]).backward()
+                optimizer.step()
+        _sync(device)
+        train_seconds += time.perf_counter() - begin
+        model.eval()
+        with torch.no_grad():
+            correct = torch.cat(
+                [
+                    model(x_all[i : i + EVAL_BATCH]).argmax(1) == y_all[i : i + EVAL_BATCH]
+                    for i in range(0, len(y_all), EVAL_BATCH)
+                ]
+            )
+        test_correct.append(correct[n:].float().mean().item())
+    seconds = time.perf_counter() - start
+    return Timing(
+        "plain loop", "fp32", n_models, seconds, train_seconds, float(np.mean(test_correct))
+    )
+
+
+def engine(
+    work: Workload, n_models: int, device: torch.device, precision: str, **options: object
+) -> Timing:
+    """tailscope's ``train_models`` on the first ``n_models`` masks."""
+    last_step = [0.0]
+
+    def progress(_steps: int) -> None:
+        last_step[0] = time.perf_counter()
+
+    start = time.perf_counter()
+    out = train_models(
+        work.recipe,
+        work.x_train,
+        work.y_train,
+        work.x_test,
+        work.y_test,
+        work.masks[:n_models],
+        work.seeds[:n_models],
+        device=device,
+        precision=precision,
+        progress=progress,
+        **options,
+    )
+    _sync(device)
+    seconds = time.perf_counter() - start
+    name = "engine vmap" if options.get("stacked_mlp") is False else "engine"
+    accuracy = float(out.correct_test.mean())
+    return Timing(name, precision, n_models, seconds, last_step[0] - start, accuracy)
+
+
+# ---- the report --------------------------------------------------------------------------
+
+
+def report(work: Workload, timings: list[Timing], peaks: dict[str, float]) -> None:
+    plain = next(t for t in timings if t.trainer == "plain loop")
+    plain_rate = plain.models / plain.seconds
+    flops = work.flops_per_model()
+    print(
+        f"\n{work.name}: recipe {work.recipe.to_spec()}, {work.n_params:,} parameters, "
+        f"n={len(work.y_train)}, t={len(work.y_test)}, m={int(work.masks[0].sum())}"
+    )
+    header = (
+        f"{'trainer':<14}{'precision':<10}{'models':>7}{'models/min':>12}{'GFLOP/s':>10}"
+        f"{'of peak':>9}{'x plain':>9}{'test acc':>10}{'train s':>9}{'eval s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for t in timings:
+        rate = t.models / t.seconds
+        gflops = flops * t.models / t.seconds / 1e9
+        print(
+            f"{t.trainer:<14}{t.precision:<10}{t.models:>7}{60 * rate:>12.1f}{gflops:>10.1f}"
+            f"{gflops / peaks[t.precision]:>9.2f}{rate / plain_rate:>9.2f}{t.accuracy:>10.4f}"
+            f"{t.train_seconds:>9.1f}{t.seconds - t.train_seconds:>8.1f}"
+        )
+
+
+def project_demo(work: Workload, timings: list[Timing]) -> None:
+    """Wall time of 2000 models x 10 epochs, from measured 1-epoch training and evaluation."""
+    print(f"\nprojection: the public demo's {DEMO_MODELS_FULL} models x {DEMO_EPOCHS_FULL} epochs")
+    epochs = work.recipe.epochs
+    for t in timings:
+        train_per_epoch = t.train_seconds / t.models / epochs
+        evaluation = (t.seconds - t.train_seconds) / t.models
+        hours = DEMO_MODELS_FULL * (DEMO_EPOCHS_FULL * train_per_epoch + evaluation) / 3600
+        print(f"  {t.trainer:<14}{t.precision:<6} {hours:6.2f} h")
+
+
+def warm_up(device: torch.device, precisions: list[str]) -> None:
+    """Run every trainer once on a few digits, so that one-time start-up costs (thread
+    pools, kernel selection) do not land in the first timing."""
+    digits = ts.datasets.load("digits", n_train=200, n_test=50)
+    recipe = Recipe(
+        name="warm-up", build=partial(mlp, hidden=(8,)), epochs=1, batch_size=32, lr=0.1
+    )
+    work = make_workload("warm-up", recipe, digits, 2)
+    plain_loop(work, 2, device)
+    for precision in precisions:
+        engine(work, 2, device, precision)
+    engine(work, 2, device, "fp32", stacked_mlp=False)
+
+
+def run_workload(
+    work: Workload,
+    args: argparse.Namespace,
+    peaks: dict[str, float],
+    device: torch.device,
+    vmap: bool,
+    project: bool,
+) -> None:
+    """Time every trainer ``args.repeats`` times, interleaved, and report the fastest run of
+    each (on a shared machine the fastest run is the one least disturbed)."""
+    trainers: list[tuple[str, Callable[[], Timing]]] = [
+        (
+            f"plain loop ({args.plain_models} models)",
+            partial(plain_loop, work, args.plain_models, device),
+        )
+    ]
+    for precision in args.precisions:
+        run = partial(engine, work, args.models, device, precision)
+        trainers.append((f"engine {precision} ({args.models} models)", run))
+    if vmap:
+        run = partial(engine, work, args.models, device, "fp32", stacked_mlp=False)
+        trainers.append((f"engine vmap fp32 ({args.models} models)", run))
+    best: dict[str, Timing] = {}
+    for repeat in range(args.repeats):
+        for name, run in trainers:
+            print(f"[{work.name}] {name}, run {repeat + 1}/{args.repeats} ...", flush=True)
+            timing = run()
+            if name not in best or timing.seconds < best[name].seconds:
+                best[name] = timing
+    timings = list(best.values())
+    report(work, timings, peaks)
+    if project:
+        project_demo(work, timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=16, help="models per engine run")
+    parser.add_argument("--plain-models", type=int, default=8, help="models of the plain loop")
+    parser.add_argument("--digits-models", type=int, default=64, help="engine models, digits")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per trainer; best kept")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=["mnist", "digits"], default=None)
+    parser.add_argument("--vmap", action="store_true", help="also time the vmap path on MNIST")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    peaks = {
+        "fp32": matmul_peak(torch.float32, device),
+        "bf16": matmul_peak(torch.bfloat16, device),
+    }
+    warm_up(device, args.precisions)
+    print(f"matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+
+    if args.only in (None, "mnist"):
+        mnist = ts.datasets.load("mnist")
+        work = make_workload(
+            "MNIST, demo MLP 784-512-256-10, 1 epoch",
+            get_recipe("mlp", epochs=1),
+            mnist,
+            args.models,
+        )
+        run_workload(work, args, peaks, device, vmap=args.vmap, project=True)
+    if args.only in (None, "digits"):
+        digits = ts.datasets.load("digits")
+        tiny = Recipe(
+            name="tiny-mlp",
+            build=partial(mlp, hidden=(32,)),
+            epochs=10,
+            batch_size=32,
+            lr=0.1,
+            momentum=0.9,
+        )
+        work = make_workload("digits, MLP 64-32-10, 10 epochs", tiny, digits, args.digits_models)
+        digits_args = argparse.Namespace(**{**vars(args), "models": args.digits_models})
+        run_workload(work, digits_args, peaks, device, vmap=True, project=False)
+
+
+if __name__ == "__main__":
+    main()

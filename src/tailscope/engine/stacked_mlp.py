@@ -1,0 +1,355 @@
+"""The stacked-MLP trainer: k ReLU MLPs trained together with batched matrix products.
+
+A fast path for modules of the shape ``[Flatten] → (Linear → ReLU)* → Linear`` trained with
+SGD (the built-in ``mlp`` recipe and any recipe whose module has exactly that shape). It
+trains the same models as the generic trainers (same initial weights from
+:func:`~tailscope.engine.schedule.init_model`, same minibatches from
+:func:`~tailscope.engine.schedule.member_orders`, the same SGD update), up to float
+round-off, with no autograd and no large allocation per step: every buffer is allocated
+once per chunk (so glibc's habit of returning freed blocks over 32 MB to the OS, and
+page-faulting them back on the next step, never bites; no allocator tuning needed).
+
+Model j, layer l, in "x @ W + b" form: ``W_l[j] = Linear.weight.T`` (d_l, d_{l+1}) and
+``b_l[j]`` (d_{l+1}). On a minibatch ``x`` (k, B, d_0) with labels ``y`` (k, B)::
+
+    forward   a_0 = x;  z_l = a_l W_l + b_l  (baddbmm);  a_{l+1} = relu(z_l);  logits = z_L
+    loss      sum_j mean_b cross_entropy(logits[j, b], y[j, b])
+    backward  dz_L = (softmax(z_L) - onehot(y)) / B
+              dW_l = a_l^T dz_l  (bmm);  db_l = sum_b dz_l
+              dz_{l-1} = (dz_l W_l^T) * [a_l > 0]
+    update    torch.optim.SGD(fused=True) over one flat tensor holding every parameter
+
+With ``precision="bf16"`` the matrix products take bfloat16 copies of the weights and
+activations; the master weights, their gradients and the momentum stay float32 (see
+:mod:`tailscope.engine.precision`). Evaluation runs without autograd, the first layer of all
+k models as one wide GEMM per chunk of examples: ``[rows, d_0] @ [d_0, k * d_1]``.
+
+A model's rows do not depend on the other models of its chunk, bit for bit on a CPU with
+MKL (tested): the batched GEMMs compute each model's product on its own (a chunk of one
+model is padded with a copy, because MKL threads a lone product differently), the
+element-wise ops act on each model's slice alike, evaluation visits the examples in chunks
+of a fixed size, and the flat parameter tensor's length is a multiple of 64, so the fused
+update never takes its scalar tail. On other devices a model's rows may differ between
+chunks by float round-off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from itertools import islice, pairwise
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tailscope.engine.data import DeviceData
+from tailscope.engine.outputs import ModelOutputs, record_predictions
+from tailscope.engine.precision import compute_dtype
+from tailscope.engine.schedule import init_model, member_orders
+from tailscope.models.recipes import Recipe
+
+__all__ = ["StackedMLP", "mlp_widths", "train_stacked_mlp", "uses_stacked_mlp"]
+
+#: Examples per evaluation chunk. Fixed (not scaled by the number of models) so that a
+#: model's evaluation does not depend on its chunk; 256 to 2048 rows ran at the same rate
+#: for the MNIST MLP (16 models), 512 keeps its buffers near 25 MB.
+EVAL_ROWS_CPU = 512
+EVAL_ROWS_ACCELERATOR = 8192
+#: The flat parameter tensor's length is a multiple of this (a cache line of float32 is 16).
+_FLAT_ALIGNMENT = 64
+
+
+def mlp_widths(module: nn.Module, feature_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Widths ``(d_0, ..., d_L)`` of a plain ReLU MLP, or None for any other module.
+
+    A plain MLP is an ``nn.Sequential`` of exactly ``[nn.Flatten()] + (nn.Linear, nn.ReLU)
+    * (L - 1) + [nn.Linear]`` (classes matched exactly, not subclasses), every Linear with
+    a float32 bias, no hooks; the Flatten may be left out for 1-D features.
+    """
+    if type(module) is not nn.Sequential:
+        return None
+    layers = list(module)
+    if layers and type(layers[0]) is nn.Flatten:
+        flatten = layers.pop(0)
+        if (flatten.start_dim, flatten.end_dim) != (1, -1):
+            return None
+    elif len(feature_shape) != 1:
+        return None
+    if len(layers) % 2 == 0:
+        return None
+    expected = [nn.Linear if i % 2 == 0 else nn.ReLU for i in range(len(layers))]
+    if [type(layer) for layer in layers] != expected:
+        return None
+    if any(_has_hooks(m) for m in module.modules()):
+        return None
+    linears = layers[::2]
+    widths = [math.prod(feature_shape)]
+    for linear in linears:
+        if linear.bias is None or linear.weight.dtype != torch.float32:
+            return None
+        if linear.in_features != widths[-1]:
+            return None
+        widths.append(linear.out_features)
+    return tuple(widths)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+def uses_stacked_mlp(recipe: Recipe, module: nn.Module, feature_shape: tuple[int, ...]) -> bool:
+    """True when ``recipe`` (with ``module``, one model it builds) can take the fast path."""
+    return recipe.optimizer == "sgd" and mlp_widths(module, feature_shape) is not None
+
+
+class StackedMLP:
+    """The parameters, gradients and buffers of k MLPs of widths ``(d_0, ..., d_L)``.
+
+    Built from k modules of that shape (their weights are copied), for minibatches of up
+    to ``batch`` examples per model and matrix products in ``dtype``. Every parameter lives
+    in one flat float32 tensor ``flat`` (layer by layer: all k weights (k, d_l, d_{l+1}),
+    then all k biases (k, d_{l+1})), every gradient in ``flat.grad``, so one fused SGD step
+    updates all of them.
+    """
+
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        widths: tuple[int, ...],
+        batch: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.k = k = len(modules)
+        self.widths = widths
+        self.dtype = dtype
+        self.device = device
+        shapes = []
+        for d_in, d_out in pairwise(widths):
+            shapes += [(k, d_in, d_out), (k, d_out)]
+        numel = sum(math.prod(s) for s in shapes)
+        numel = -(-numel // _FLAT_ALIGNMENT) * _FLAT_ALIGNMENT
+        self.flat = torch.zeros(numel, dtype=torch.float32, device=device)
+        self.flat.grad = torch.zeros_like(self.flat)
+        params = _views(self.flat, shapes)
+        grads = _views(self.flat.grad, shapes)
+        self.weights, self.biases = params[::2], params[1::2]
+        self.grad_weights, self.grad_biases = grads[::2], grads[1::2]
+        with torch.no_grad():
+            for j, module in enumerate(modules):
+                linears = [m for m in module.modules() if type(m) is nn.Linear]
+                for layer, linear in enumerate(linears):
+                    self.weights[layer][j].copy_(linear.weight.T)
+                    self.biases[layer][j].copy_(linear.bias)
+        # Matrix-product copies of the parameters: the float32 tensors themselves, or
+        # bfloat16 copies refreshed after every update.
+        if dtype == torch.float32:
+            self.flat_lp = self.flat
+        else:
+            self.flat_lp = torch.empty(numel, dtype=dtype, device=device)
+            self.flat_lp.copy_(self.flat)
+        lp = _views(self.flat_lp, shapes)
+        self.weights_lp, self.biases_lp = lp[::2], lp[1::2]
+        self._allocate(batch)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.widths) - 1
+
+    def make_optimizer(self, recipe: Recipe) -> torch.optim.SGD:
+        """The recipe's SGD over the flat parameter tensor, as one fused update."""
+        return torch.optim.SGD(
+            [self.flat],
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
+            fused=True,
+        )
+
+    # ---- training ------------------------------------------------------------------------
+    def _allocate(self, batch: int) -> None:
+        """Buffers for minibatches of up to ``batch`` examples per model."""
+        k, widths, dtype, device = self.k, self.widths, self.dtype, self.device
+
+        def buffer(width: int) -> Tensor:
+            return torch.empty(k * batch * width, dtype=dtype, device=device)
+
+        self._x = buffer(widths[0])  # a_0: the gathered minibatch
+        self._outputs = [buffer(d) for d in widths[1:]]  # a_1 .. a_{L-1}, then z_L
+        self._grad_hidden = [buffer(d) for d in widths[1:-1]]  # dz_1 .. dz_{L-1}
+        self._labels = torch.empty(k * batch, dtype=torch.int64, device=device)
+        self._minus_one = torch.full((k, batch, 1), -1.0, device=device)
+        low_precision = dtype != torch.float32
+        self._grad_logits_lp = buffer(widths[-1]) if low_precision else None
+        largest = max(a * b for a, b in pairwise(widths))
+        self._grad_weight_lp = (
+            torch.empty(k * largest, dtype=dtype, device=device) if low_precision else None
+        )
+
+    def gather(self, x_train: Tensor, y_train: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Every model's minibatch: rows ``index`` (k * b,) of ``x_train`` (n, d_0) and
+        ``y_train`` (n,), as (k, b, d_0) and (k, b)."""
+        k, b = self.k, len(index) // self.k
+        x = torch.index_select(x_train, 0, index, out=_take(self._x, (k * b, self.widths[0])))
+        y = torch.index_select(y_train, 0, index, out=self._labels[: k * b])
+        return x.view(k, b, -1), y.view(k, b)
+
+    def forward_backward(self, x: Tensor, y: Tensor) -> None:
+        """Forward pass and hand-written backward of every model's mean cross-entropy on
+        its own minibatch ``x`` (k, b, d_0), ``y`` (k, b); fills ``flat.grad``."""
+        k, b = y.shape
+        inputs = [x]  # a_0 .. a_{L-1}
+        for layer in range(self.n_layers):
+            out = _take(self._outputs[layer], (k, b, self.widths[layer + 1]))
+            bias = self.biases_lp[layer].unsqueeze(1)
+            torch.baddbmm(bias, inputs[layer], self.weights_lp[layer], out=out)
+            if layer < self.n_layers - 1:
+                inputs.append(out.relu_())
+
+        grad = _softmax(out)  # dz_L, in float32
+        grad.scatter_add_(2, y.unsqueeze(2), self._minus_one[:, :b])
+        grad.div_(b)
+        torch.sum(grad, dim=1, out=self.grad_biases[-1])
+        if self._grad_logits_lp is not None:
+            grad = _take(self._grad_logits_lp, grad.shape).copy_(grad)
+
+        for layer in reversed(range(self.n_layers)):
+            a_in = inputs[layer]
+            self._weight_gradient(layer, a_in, grad)
+            if layer < self.n_layers - 1:
+                torch.sum(grad, dim=1, dtype=torch.float32, out=self.grad_biases[layer])
+            if layer > 0:
+                grad_in = _take(self._grad_hidden[layer - 1], a_in.shape)
+                torch.bmm(grad, self.weights_lp[layer].transpose(1, 2), out=grad_in)
+                grad = _relu_backward_(grad_in, a_in)
+
+    def _weight_gradient(self, layer: int, a_in: Tensor, grad_out: Tensor) -> None:
+        """``dW_l = a_l^T dz_l``, written into the float32 gradient."""
+        target = self.grad_weights[layer]
+        if self._grad_weight_lp is None:
+            torch.bmm(a_in.transpose(1, 2), grad_out, out=target)
+        else:
+            product = _take(self._grad_weight_lp, target.shape)
+            target.copy_(torch.bmm(a_in.transpose(1, 2), grad_out, out=product))
+
+    def refresh_lp(self) -> None:
+        """Copy the updated float32 parameters into the matrix-product copies."""
+        if self.flat_lp is not self.flat:
+            self.flat_lp.copy_(self.flat)
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def prepare_eval(self, rows: int) -> None:
+        """Lay the first layers side by side for the wide GEMM; buffers for ``rows``."""
+        k, widths = self.k, self.widths
+        first = self.weights_lp[0]  # (k, d_0, d_1) → (d_0, k * d_1), model-major columns
+        self._first_wide = first.permute(1, 0, 2).reshape(widths[0], k * widths[1])
+        self._first_bias = self.biases_lp[0].reshape(k * widths[1])
+        self._eval_outputs = [
+            torch.empty(rows * k * d, dtype=self.dtype, device=self.device) for d in widths[1:]
+        ]
+
+    @torch.no_grad()
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (k, r, C) of every model on ``x`` (r, d_0), in the compute dtype, for r up
+        to the ``rows`` of :meth:`prepare_eval`; overwritten by the next call."""
+        k, r, widths = self.k, len(x), self.widths
+        wide = _take(self._eval_outputs[0], (r, k * widths[1]))
+        torch.addmm(self._first_bias, x, self._first_wide, out=wide)
+        h = wide.view(r, k, widths[1]).transpose(0, 1)  # (k, r, d_1), strided: no copy
+        for layer in range(1, self.n_layers):
+            out = _take(self._eval_outputs[layer], (k, r, widths[layer + 1]))
+            bias = self.biases_lp[layer].unsqueeze(1)
+            h = torch.baddbmm(bias, h.relu_(), self.weights_lp[layer], out=out)
+        return h
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    """float32 softmax over the last axis, in four vectorized ops: ``torch.softmax`` over a
+    short last axis (10 classes) is 5x slower on CPUs (torch 2.13)."""
+    p = logits.float() - logits.amax(dim=-1, keepdim=True)
+    p.exp_()
+    return p.div_(p.sum(dim=-1, keepdim=True))
+
+
+def _relu_backward_(grad: Tensor, activation: Tensor) -> Tensor:
+    """``grad * [activation > 0]`` in place, with ReLU's own backward kernel (much faster
+    than ``masked_fill_``)."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, activation, 0.0, grad_input=grad)
+
+
+def _views(flat: Tensor, shapes: list[tuple[int, ...]]) -> list[Tensor]:
+    """Consecutive views of ``flat`` with the given shapes."""
+    views, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(flat[start : start + size].view(shape))
+        start += size
+    return views
+
+
+def _take(buffer: Tensor, shape: Sequence[int]) -> Tensor:
+    """A contiguous view of the first entries of the flat ``buffer``, with ``shape``."""
+    return buffer[: math.prod(shape)].view(tuple(shape))
+
+
+def train_stacked_mlp(
+    recipe: Recipe,
+    data: DeviceData,
+    masks: np.ndarray,
+    seeds: np.ndarray,
+    *,
+    precision: str = "fp32",
+    progress: Callable[[int], None] | None = None,
+) -> ModelOutputs:
+    """Train ``k = len(seeds)`` MLPs of ``recipe`` together and record their predictions.
+
+    ``masks`` is (k, n) bool with the same number ``m`` of members per row; model j trains
+    on ``masks[j]`` from ``seeds[j]`` (see :mod:`tailscope.engine.schedule`). The caller has
+    checked :func:`uses_stacked_mlp`. ``progress(k)`` is called after every step.
+    """
+    k = len(seeds)
+    if k == 1 and data.device.type == "cpu":
+        # MKL threads a lone matrix product differently from a batch of them: train a copy
+        # beside the model, so that it comes out exactly as in any larger chunk.
+        def half(steps: int) -> None:
+            if progress is not None:
+                progress(steps // 2)
+
+        pair = train_stacked_mlp(
+            recipe, data, masks[[0, 0]], seeds[[0, 0]], precision=precision, progress=half
+        )
+        return pair.select(slice(0, 1))
+
+    modules = [init_model(recipe, data.feature_shape, data.n_classes, seed) for seed in seeds]
+    widths = mlp_widths(modules[0], data.feature_shape)
+    dtype = compute_dtype(precision)
+    m = int(masks[0].sum())
+    batch = min(recipe.batch_size, m)
+    net = StackedMLP(modules, widths, batch, dtype, data.device)
+    del modules
+    optimizer = net.make_optimizer(recipe)
+    x_train = data.x_train.reshape(len(data.x_train), -1).to(dtype)  # (n, d_0)
+
+    for order in islice(member_orders(masks, seeds), recipe.epochs):
+        order_t = torch.from_numpy(order).to(data.device)  # (k, m): one transfer per epoch
+        for start in range(0, m, batch):
+            x, y = net.gather(x_train, data.y_train, order_t[:, start : start + batch].reshape(-1))
+            net.forward_backward(x, y)
+            optimizer.step()
+            net.refresh_lp()
+            if progress is not None:
+                progress(k)
+
+    rows = EVAL_ROWS_CPU if data.device.type == "cpu" else EVAL_ROWS_ACCELERATOR
+    net.prepare_eval(rows)
+    x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype)
+    correct_train, margin_train = record_predictions(net.logits, x_train, data.y_train, k, rows)
+    correct_test, margin_test = record_predictions(net.logits, x_test, data.y_test, k, rows)
+    return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
