@@ -31,6 +31,11 @@ def _train(path, data, recipe, **kw):
     return run.train(progress=False)
 
 
+def _train_only(run, chunks):
+    """Train just these chunks, as if the process had died after them."""
+    ts.execute.LocalExecutor().run(run._job("cpu"), chunks, run.store.write)
+
+
 def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
     run = _train(tmp_path / "r", digits, tiny_recipe)
     assert run.n_finished == 8
@@ -52,21 +57,7 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_rec
         tmp_path / "part", digits, tiny_recipe, n_models=8, seed=0, models_per_step=4
     )
     # Train only the first chunk, as if the process died after it.
-    first = run.chunks()[0]
-    run_one = ts.execute.LocalExecutor()
-    from tailscope.data import features
-
-    xtr, xte = features(digits)
-    job = ts.execute.TrainingJob(
-        tiny_recipe,
-        xtr,
-        digits.y_train,
-        xte,
-        digits.y_test,
-        np.asarray(run.store.masks),
-        np.asarray(run.store.seeds),
-    )
-    run_one.run(job, [first], run.store.write)
+    _train_only(run, run.chunks()[:1])
     reopened = ts.Run.open(tmp_path / "part", data=digits, model=tiny_recipe)
     assert reopened.n_finished == 4
     assert [list(c) for c in reopened.chunks()] == [[4, 5, 6, 7]]
@@ -111,19 +102,7 @@ def test_arrays_run_needs_its_data_to_train_again(tmp_path, digits, tiny_recipe)
 
 def test_partial_run_estimates_from_finished_models(tmp_path, digits, tiny_recipe):
     run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, models_per_step=4)
-    from tailscope.data import features
-
-    xtr, xte = features(digits)
-    job = ts.execute.TrainingJob(
-        tiny_recipe,
-        xtr,
-        digits.y_train,
-        xte,
-        digits.y_test,
-        np.asarray(run.store.masks),
-        np.asarray(run.store.seeds),
-    )
-    ts.execute.LocalExecutor().run(job, [run.chunks()[1]], run.store.write)
+    _train_only(run, run.chunks()[1:2])
     est = run.estimate()
     assert est.n_models == 4
     assert np.array_equal(est.masks, run.store.masks[4:])
