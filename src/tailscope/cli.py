@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset (default: a 6,000-example MNIST subset, digits if absent)",
     )
-    demo.add_argument("--models", type=_int_at_least(2, "--models"), default=128)
+    demo.add_argument("--models", type=_int_at_least(2, "--models"), default=512)
     demo.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=2)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_analysis_commands(sub)
