@@ -24,6 +24,7 @@ import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
+from tailscope._checks import check_positions
 from tailscope.errors import DataError
 from tailscope.estimate._validation import (
     as_bool,
@@ -224,21 +225,7 @@ def influence(
 def _check_train_index(train_index: ArrayLike | None, n_train: int) -> np.ndarray:
     if train_index is None:
         return np.arange(n_train, dtype=np.int64)
-    index = np.asarray(train_index)
-    if index.ndim != 1:
-        raise DataError(f"train_index must be 1-D, got shape {index.shape}")
-    if index.size == 0:
-        return index.astype(np.int64)
-    if not np.issubdtype(index.dtype, np.integer):
-        raise DataError(f"train_index must hold integers, not {index.dtype}")
-    if index.min() < 0 or index.max() >= n_train:
-        raise DataError(
-            f"train_index must lie in [0, {n_train}), got values from {index.min()} "
-            f"to {index.max()}"
-        )
-    if len(np.unique(index)) != len(index):
-        raise DataError("train_index has duplicate entries")
-    return index.astype(np.int64)
+    return check_positions(train_index, n_train, "train_index", unique=True)
 
 
 def _check_top_k(top_k: object, n_train: int) -> int | None:

@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from tqdm.auto import tqdm
 
+from tailscope._checks import check_positions
 from tailscope.data import features
 from tailscope.engine import train_models
 from tailscope.errors import DataError
@@ -80,7 +81,7 @@ def removal_masks(
     exactly at ``remove``; row r of ``random`` is False at ``len(remove)`` positions drawn
     uniformly without replacement from all n, independently for every row.
     """
-    remove = _check_positions(remove, n_train, "remove")
+    remove = check_positions(np.asarray(remove).reshape(-1), n_train, "remove")
     if len(remove) >= n_train:
         raise DataError(
             f"cannot remove {len(remove)} of {n_train} train examples: none would be left"
@@ -374,8 +375,10 @@ def remove_influencers(
     """
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     n_train, n_test = len(y_train), len(y_test)
-    influencers = np.unique(_check_positions(pair_train, n_train, "pair_train"))
-    influenced = np.unique(_check_positions(pair_test, n_test, "pair_test"))
+    influencers = np.unique(
+        check_positions(np.asarray(pair_train).reshape(-1), n_train, "pair_train")
+    )
+    influenced = np.unique(check_positions(np.asarray(pair_test).reshape(-1), n_test, "pair_test"))
     if len(influencers) == 0 or len(influenced) == 0:
         raise DataError("there are no pairs: nothing to remove")
     n_repeats = _check_repeats(n_repeats)
@@ -487,20 +490,6 @@ def run_remove_influencers(
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _check_positions(positions: ArrayLike, size: int, name: str) -> np.ndarray:
-    positions = np.asarray(positions).reshape(-1)
-    if len(positions) == 0:
-        return positions.astype(np.int64)
-    if not np.issubdtype(positions.dtype, np.integer):
-        raise DataError(f"{name} must hold integer positions, not {positions.dtype}")
-    if positions.min() < 0 or positions.max() >= size:
-        raise DataError(
-            f"{name} must lie in [0, {size}), got values from {positions.min()} to "
-            f"{positions.max()}"
-        )
-    return positions.astype(np.int64)
-
-
 def _check_repeats(n_repeats: object) -> int:
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, int | np.integer) or n_repeats < 1:
         raise DataError(f"n_repeats must be a positive integer, got {n_repeats!r}")

@@ -1,0 +1,34 @@
+"""Argument checks shared across modules (scikit-learn style: the message names the argument)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from tailscope.errors import DataError
+
+__all__ = ["check_positions"]
+
+
+def check_positions(
+    positions: ArrayLike, size: int, name: str, *, unique: bool = False
+) -> np.ndarray:
+    """Validate 1-D integer positions into an axis of length ``size``; returns int64.
+
+    Raises :class:`DataError` naming ``name`` when the array is not 1-D, not integer, out of
+    ``[0, size)``, or (with ``unique``) has duplicates.
+    """
+    index = np.asarray(positions)
+    if index.ndim != 1:
+        raise DataError(f"{name} must be 1-D, got shape {index.shape}")
+    if index.size == 0:
+        return index.astype(np.int64)
+    if not np.issubdtype(index.dtype, np.integer):
+        raise DataError(f"{name} must hold integers, not {index.dtype}")
+    if index.min() < 0 or index.max() >= size:
+        raise DataError(
+            f"{name} must lie in [0, {size}), got values from {index.min()} to {index.max()}"
+        )
+    if unique and len(np.unique(index)) != len(index):
+        raise DataError(f"{name} has duplicate entries")
+    return index.astype(np.int64)
