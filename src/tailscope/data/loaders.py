@@ -25,6 +25,7 @@ import importlib.util
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from tailscope.data.dataset import Dataset
 from tailscope.data.idx import read_idx
 from tailscope.errors import DataError, DatasetNotAvailableError
 
-__all__ = ["BUILTINS", "available", "load", "load_source"]
+__all__ = ["BUILTINS", "available", "load", "load_source", "read_npz"]
 
 BUILTINS = ("digits", "mnist", "fashion-mnist")
 
@@ -276,23 +277,36 @@ def _idx_dataset(
         raise DataError(f"{folder}: {e}") from None
 
 
-def _load_npz(path: Path, source: dict) -> Dataset:
+def read_npz(
+    path: Path, required: Sequence[str], optional: Sequence[str] = (), *, holds: str
+) -> dict[str, np.ndarray]:
+    """The ``required`` (and present ``optional``) arrays of an ``.npz``, never unpickled.
+
+    Every problem is one :class:`DataError` line starting with the path: not a zip, a
+    missing key (``holds`` says what the file should be, e.g. "an .npz dataset needs"),
+    an object array, a corrupt member.
+    """
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not an .npz file (it is not a zip archive)")
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            missing = [k for k in required if k not in npz.files]
             if missing:
                 raise DataError(
-                    f"{path}: missing key(s) {', '.join(missing)}; an .npz dataset needs "
-                    f"{', '.join(NPZ_KEYS)} (found: {', '.join(npz.files) or 'none'})"
+                    f"{path}: missing key(s) {', '.join(missing)}; {holds} "
+                    f"{', '.join(required)} (found: {', '.join(npz.files) or 'none'})"
                 )
-            for key in (*NPZ_KEYS, "class_names"):
+            for key in (*required, *optional):
                 if key in npz.files:
                     arrays[key] = _read_npz_member(npz, key, path)
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: corrupt .npz file ({e})") from None
+    return arrays
+
+
+def _load_npz(path: Path, source: dict) -> Dataset:
+    arrays = read_npz(path, NPZ_KEYS, ("class_names",), holds="an .npz dataset needs")
     class_names = arrays.pop("class_names", None)
     if class_names is not None:
         if class_names.dtype.kind not in "US" or class_names.ndim != 1:

@@ -10,12 +10,12 @@ for its own runs, so the same summary row and histograms apply to both.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tailscope.data.loaders import read_npz
 from tailscope.errors import DataError, DatasetNotAvailableError
 
 __all__ = ["RELEASED_TEST_SIZES", "load_released_pairs", "released_test_size"]
@@ -31,19 +31,7 @@ def load_released_pairs(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetNotAvailableError(f"released pair file {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: not an .npz file (it is not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in RELEASED_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing key(s) {', '.join(missing)}; a released pair file holds "
-                    f"{', '.join(RELEASED_KEYS)}"
-                )
-            arrays = {k: np.asarray(npz[k]) for k in RELEASED_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read the pair file ({e})") from None
+    arrays = read_npz(path, RELEASED_KEYS, holds="a released pair file holds")
     lengths = {k: a.shape for k, a in arrays.items()}
     if any(a.ndim != 1 for a in arrays.values()) or len({a.shape for a in arrays.values()}) != 1:
         raise DataError(f"{path}: arrays must be 1-D of equal length, got shapes {lengths}")
