@@ -18,7 +18,7 @@ from tailscope.engine import ModelOutputs, train_models
 from tailscope.engine import precision as precision_module
 from tailscope.engine.outputs import true_class_margin
 from tailscope.engine.schedule import init_model, member_orders
-from tailscope.engine.stacked_mlp import mlp_widths, uses_stacked_mlp
+from tailscope.engine.stacked_mlp import HeavyBallSGD, mlp_widths, uses_stacked_mlp
 from tailscope.errors import DataError
 from tailscope.models import RECIPES, Recipe, get_recipe, mlp, small_cnn
 
@@ -102,6 +102,7 @@ def eight_models(digits_xy, half_masks) -> ModelOutputs:
 
 OPTIMIZERS = {
     "sgd-momentum": {},
+    "sgd-momentum-wd": {"weight_decay": 1e-3},
     "sgd-nesterov-wd": {"nesterov": True, "weight_decay": 1e-3},
     "sgd-plain": {"momentum": 0.0},
     "adam": {"optimizer": "adam", "lr": 1e-2, "momentum": 0.0},
@@ -121,6 +122,25 @@ def test_vectorized_and_sequential_train_the_same_models(digits_xy, optimizer):
     outputs = {name: train(digits_xy, recipe, **options) for name, options in TRAINERS.items()}
     assert_same_models(outputs["stacked"], outputs["sequential"])
     assert_same_models(outputs["vmap"], outputs["sequential"])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_heavy_ball_sgd_matches_torch_sgd(weight_decay):
+    # HeavyBallSGD's buffer is param.grad, kept by its owner as mu * v + g.
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(64, generator=g)
+    gradients = [torch.randn(64, generator=g) for _ in range(5)]
+    reference = start.clone().requires_grad_()
+    torch_sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=weight_decay)
+    param = start.clone()
+    param.grad = torch.zeros_like(param)
+    heavy_ball = HeavyBallSGD(param, lr=0.1, weight_decay=weight_decay)
+    for gradient in gradients:
+        reference.grad = gradient.clone()
+        torch_sgd.step()
+        param.grad.mul_(0.9).add_(gradient)
+        heavy_ball.step()
+        torch.testing.assert_close(param, reference.detach(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("hidden", [(), (32,), (24, 16)], ids=["linear", "1-hidden", "2-hidden"])
