@@ -269,7 +269,10 @@ class Run:
             max_models: train at most this many models (at most the run's ``n_models``).
             min_models: never stop on the SE rule with fewer finished models.
             check_every: models per round between checks (default: 4 chunks).
-            executor_options: passed to the executor named by ``executor``.
+            executor_options: passed to the executor named by ``executor`` (``"local"``:
+                ``max_stacked``, the models per vectorized step, default 16 on a CPU and
+                128 on a GPU, across chunks; ``"ray"``: see
+                :class:`~tailscope.execute.ray.RayExecutor`).
         """
         if not self.store.writable:
             raise RunStoreError(f"{self.path} was opened read-only")

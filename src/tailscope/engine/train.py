@@ -31,7 +31,7 @@ from tailscope.engine.vectorized import NotVectorizableError, train_vectorized
 from tailscope.errors import DataError
 from tailscope.models.recipes import Recipe
 
-__all__ = ["PRECISIONS", "train_models"]
+__all__ = ["PRECISIONS", "default_max_stacked", "train_models"]
 
 #: Models per vectorized step by default. On a CPU, 8-32 run at about the same rate (GEMM-
 #: bound); 16 keeps the MNIST MLP's per-step gradients (16 x 784 x 512 floats) under glibc's
@@ -97,7 +97,7 @@ def train_models(
     masks, seeds = _check_plan(masks, seeds, len(data.x_train))
     step_done = _progress_callback(progress)
     if max_stacked is None:
-        max_stacked = MAX_STACKED_CPU if data.device.type == "cpu" else MAX_STACKED_ACCELERATOR
+        max_stacked = default_max_stacked(data.device)
     elif not isinstance(max_stacked, int) or isinstance(max_stacked, bool) or max_stacked < 1:
         raise DataError(f"max_stacked must be an integer >= 1, got {max_stacked!r}")
 
@@ -122,6 +122,11 @@ def train_models(
                 vectorize = False
         parts.append(train_sequential(*args, precision=precision, progress=step_done))
     return ModelOutputs.concatenate(parts)
+
+
+def default_max_stacked(device: torch.device) -> int:
+    """Models per vectorized step by default on ``device``."""
+    return MAX_STACKED_CPU if device.type == "cpu" else MAX_STACKED_ACCELERATOR
 
 
 def _is_stacked_mlp(recipe: Recipe, data: DeviceData) -> bool:
