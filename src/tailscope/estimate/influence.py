@@ -198,7 +198,7 @@ def influence(
             tests, columns = _top_candidates(infl, top_k, chunk_rows)
             running_top_k.add(_Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in))
         if threshold is not None:
-            tests, columns = (infl >= threshold).nonzero(as_tuple=True)
+            tests, columns = _at_least(infl, threshold)
             pair_chunks.append(_Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in))
 
     if dense is not None:
@@ -320,27 +320,50 @@ def _top_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(test, column) positions in a (t, c) chunk that include each test's k best entries.
 
-    Usually the entries >= the k-th largest value of their row, ties included, so the exact
-    tie-break by train index happens later on a few entries; with heavy ties the chunk is
-    ranked exactly by :func:`_sort_keys` instead.
+    Row by row: topk's k entries where the k-th largest value is not tied, else every entry
+    >= the k-th largest value, ties included (the exact tie-break by train index happens
+    later, on a few entries); with heavy ties the tied rows are ranked exactly by
+    :func:`_sort_keys` instead.
     """
-    n_test, n_rows = infl.shape
+    n_rows = infl.shape[1]
     k = min(k, n_rows)
-    best = torch.topk(infl, k, dim=1, sorted=False)
-    selected = infl >= best.values.amin(dim=1, keepdim=True)
-    n_selected = int(torch.count_nonzero(selected))
-    if n_selected == k * n_test:  # no ties at the k-th value: topk's choice is the only one
-        tests = torch.arange(n_test, device=infl.device).repeat_interleave(k)
-        return tests, best.indices.reshape(-1)
-    if n_selected <= _MAX_TIE_FACTOR * k * n_test:
-        return selected.nonzero(as_tuple=True)
-    keys = _sort_keys(infl.cpu().numpy(), chunk_rows[None, :])
-    columns = np.argpartition(~keys, k - 1, axis=1)[:, :k]
-    tests = np.broadcast_to(np.arange(n_test)[:, None], columns.shape)
-    return (
-        torch.from_numpy(np.ascontiguousarray(tests).ravel()).to(infl.device),
-        torch.from_numpy(columns.ravel()).to(infl.device),
-    )
+    if k == n_rows:  # every entry is a candidate
+        return torch.ones_like(infl, dtype=torch.bool).nonzero(as_tuple=True)
+    # The k + 1 largest, sorted: the k-th is tied with an entry left out iff it equals the
+    # (k + 1)-th.
+    best = torch.topk(infl, k + 1, dim=1, sorted=True)
+    kth = best.values[:, k - 1 : k]  # (t, 1)
+    tied = best.values[:, k] == kth[:, 0]  # (t,)
+    untied = (~tied).nonzero().squeeze(1)
+    tests = untied.repeat_interleave(k)
+    columns = best.indices[untied, :k].reshape(-1)
+    tied = tied.nonzero().squeeze(1)
+    if not len(tied):
+        return tests, columns
+    rows = infl[tied]  # (r, c): the tied test examples only
+    selected = rows >= kth[tied]
+    if int(torch.count_nonzero(selected)) <= _MAX_TIE_FACTOR * k * len(tied):
+        tied_rows, tied_columns = selected.nonzero(as_tuple=True)
+        tied_tests = tied[tied_rows]
+    else:
+        keys = _sort_keys(rows.cpu().numpy(), chunk_rows[None, :])
+        ranked = np.argpartition(~keys, k - 1, axis=1)[:, :k]
+        tied_tests = tied.repeat_interleave(k)
+        tied_columns = torch.from_numpy(ranked.ravel()).to(infl.device)
+    return torch.cat([tests, tied_tests]), torch.cat([columns, tied_columns])
+
+
+def _at_least(infl: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test, column) positions of the entries >= ``threshold`` of a (t, c) chunk.
+
+    Looks only in the rows whose maximum reaches it: a full ``nonzero`` pass costs ~3x a
+    row-max, and pairs are rare."""
+    rows = (infl.amax(dim=1) >= threshold).nonzero().squeeze(1)
+    if not len(rows):
+        empty = torch.empty(0, dtype=torch.int64, device=infl.device)
+        return empty, empty
+    hit_rows, columns = (infl[rows] >= threshold).nonzero(as_tuple=True)
+    return rows[hit_rows], columns
 
 
 # --- what is kept ---------------------------------------------------------------------------
@@ -407,16 +430,30 @@ def _rank_within_test(test_sorted: np.ndarray) -> np.ndarray:
 class _RunningTopK:
     """For every test example, the k best entries seen so far, merged chunk by chunk."""
 
+    #: Candidates are buffered and merged (one sort) once they outnumber this many times
+    #: the entries kept: sorting after every chunk took a third of the scan.
+    MERGE_FACTOR = 8
+
     def __init__(self, k: int) -> None:
         self.k = k
         self.kept = _Entries.concat([])
+        self._pending: list[_Entries] = []
+        self._n_pending = 0
 
     def add(self, candidates: _Entries) -> None:
-        merged = _Entries.concat([self.kept, candidates])
+        self._pending.append(candidates)
+        self._n_pending += len(candidates.test)
+        if self._n_pending > self.MERGE_FACTOR * max(len(self.kept.test), self.k):
+            self._merge()
+
+    def _merge(self) -> None:
+        merged = _Entries.concat([self.kept, *self._pending])
         merged = merged.take(merged.order())
         self.kept = merged.take(_rank_within_test(merged.test) < self.k)
+        self._pending, self._n_pending = [], 0
 
     def result(self, n_test: int, n_models: int, test_hits: np.ndarray) -> TopK:
+        self._merge()
         kept = self.kept  # sorted by test, then rank
         rank = _rank_within_test(kept.test)
         index = np.full((n_test, self.k), -1, dtype=np.int64)
