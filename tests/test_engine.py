@@ -14,7 +14,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from tailscope.engine import ModelOutputs, train_models
+from tailscope.engine import ModelOutputs, stacked_mlp, train_models
 from tailscope.engine import precision as precision_module
 from tailscope.engine.outputs import true_class_margin
 from tailscope.engine.schedule import init_model, member_orders
@@ -583,3 +583,15 @@ def test_mlp_recipe_is_the_public_demo_network():
     model = RECIPES["mlp"].build((28, 28), 10)
     widths = [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)]
     assert widths == [(784, 512), (512, 256), (256, 10)]
+
+
+def test_accelerator_evaluation_chunks_fit_the_memory_budget():
+    # Sized per device without touching one: fixed on a CPU, budgeted elsewhere.
+    widths = (784, 512, 256, 10)
+    assert stacked_mlp._eval_rows(torch.device("cpu"), 16, widths, torch.float32) == 1024
+    cuda = torch.device("cuda")
+    rows = {k: stacked_mlp._eval_rows(cuda, k, widths, torch.float32) for k in (16, 128, 256)}
+    assert rows[16] > rows[128] > rows[256] >= 1024
+    for k in (128, 256):
+        assert k * rows[k] * 512 * 4 <= stacked_mlp.EVAL_BYTES_ACCELERATOR
+    assert stacked_mlp._eval_rows(cuda, 128, widths, torch.bfloat16) == 2 * rows[128]
