@@ -1,7 +1,7 @@
 """Ray's overhead on one machine: the same run trained locally and on a loopback Ray cluster.
 
-It starts a Ray head on 127.0.0.1 (``ray start --head --block``, stopped at the end by
-signalling that one process), then trains the same run spec (same masks, seeds, chunks)
+It starts a Ray head on 127.0.0.1 (:class:`~tailscope.execute.ray_head.LoopbackHead`, which
+stops only what it started), then trains the same run spec (same masks, seeds, chunks)
 ``--repeat`` times each way and prints the minimum wall time of each:
 
 - ``local``: ``run.train()`` in this process, with ``--num-cpus`` torch threads;
@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,67 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Both the head and this driver; set before Ray is first imported (it reads them then).
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-os.environ.update(RAY_ENV)
+import tailscope as ts
+from tailscope.execute.ray_head import LOOPBACK_ENV, LoopbackHead
+from tailscope.store import OUTPUTS
 
-import tailscope as ts  # noqa: E402
-from tailscope.store import OUTPUTS  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LoopbackHead:
-    """``ray start --head --block`` on 127.0.0.1 with ``num_cpus`` CPUs, in its own session;
-    ``stop`` signals that one process, which stops every Ray process it started."""
-
-    def __init__(self, num_cpus: int) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="tsray-")  # short: socket paths <= 107 bytes
-        port = _free_port()
-        self.address = f"127.0.0.1:{port}"
-        self.log = Path(self.temp_dir) / "ray-start.log"
-        cmd = [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--num-cpus={num_cpus}",
-            f"--temp-dir={self.temp_dir}",
-        ]
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                cmd,
-                env={**os.environ, **RAY_ENV},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while b"Ray runtime started" not in self.log.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"ray start failed:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the group it created, nothing else
-            self.process.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+# Both the head and this driver; set before Ray is first imported (it reads them then;
+# tailscope imports it only when a Ray executor is made).
+os.environ.update(LOOPBACK_ENV)
 
 
 def _train(root: Path, name: str, data, args, **train_options) -> tuple[float, ts.Run]:
@@ -143,27 +86,28 @@ def main() -> None:
     if cpus == 1:
         del configs["ray 1 x 1 threads"]
     times: dict[str, list[float]] = {name: [] for name in configs}
-    head = LoopbackHead(cpus)
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     try:
-        for r in range(args.repeat):
-            reference = None
-            for i, (name, options) in enumerate(configs.items()):
-                if options:
-                    options = {"executor": "ray", "address": head.address, **options}
-                seconds, run = _train(root, f"run-{r}-{i}", data, args, **options)
-                times[name].append(seconds)
-                print(f"  repeat {r + 1}: {name:<22} {seconds:7.1f} s", flush=True)
-                if reference is None:
-                    reference = run
-                else:
-                    for out in OUTPUTS:
-                        if not np.array_equal(run.store.outputs[out], reference.store.outputs[out]):
-                            sys.exit(f"{name}: {out} differs from the local run")
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir()
+        with LoopbackHead(cpus) as head:
+            for r in range(args.repeat):
+                reference = None
+                for i, (name, options) in enumerate(configs.items()):
+                    if options:
+                        options = {"executor": "ray", "address": head.address, **options}
+                    seconds, run = _train(root, f"run-{r}-{i}", data, args, **options)
+                    times[name].append(seconds)
+                    print(f"  repeat {r + 1}: {name:<22} {seconds:7.1f} s", flush=True)
+                    if reference is None:
+                        reference = run
+                    else:
+                        for out in OUTPUTS:
+                            if not np.array_equal(
+                                run.store.outputs[out], reference.store.outputs[out]
+                            ):
+                                sys.exit(f"{name}: {out} differs from the local run")
+                shutil.rmtree(root)
+                root.mkdir()
     finally:
-        head.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     local = min(times["local"])

@@ -1,9 +1,8 @@
 """The Ray executor on a real Ray head on loopback: same rows as a local run, and worker
 processes killed mid-run (by pid) cost nothing but time.
 
-The head is started once for the module with ``ray start --head --block`` in its own session
-and stopped by signalling that one process, which takes down every Ray process it started
-(never ``ray stop``, which would stop every Ray process of the user).
+The head is started once for the module by :class:`~tailscope.execute.ray_head.LoopbackHead`,
+which stops only the Ray processes it started (never ``ray stop``).
 """
 
 from __future__ import annotations
@@ -11,15 +10,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import types
 import warnings
 from dataclasses import replace
 from functools import partial
@@ -33,6 +28,7 @@ import tailscope as ts
 from tailscope.data import features
 from tailscope.errors import DataError, TailscopeError
 from tailscope.execute import get_executor
+from tailscope.execute.ray_head import LOOPBACK_ENV, LoopbackHead, free_port
 from tailscope.store import OUTPUTS
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -42,9 +38,6 @@ needs_ray = pytest.mark.skipif(
 needs_linux = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="finds Ray worker pids through /proc"
 )
-
-#: Both the head and this driver: no auth tokens, and every Ray socket on 127.0.0.1.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 #: A recipe the workers can import (a function from tailscope, not from this test file).
 RECIPE = ts.Recipe(
@@ -63,72 +56,18 @@ SPEC = {"n_models": 12, "ratio": 0.7, "seed": 3, "models_per_step": 2}
 def ray_env():
     """Set before this process first imports Ray, which reads them at import time."""
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV.items():
+        for key, value in LOOPBACK_ENV.items():
             mp.setenv(key, value)
         yield
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def ray_head():
-    """A 2-CPU Ray head on 127.0.0.1; yields its address and the pid of ``ray start``."""
+    """A 2-CPU Ray head on 127.0.0.1: its ``address`` and the ``pid`` of ``ray start``."""
     if not HAVE_RAY:
         pytest.skip("Ray is not installed")
-    ray_cli = Path(sys.executable).with_name("ray")
-    temp_dir = tempfile.mkdtemp(prefix="tsray-")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
-    log = open(Path(temp_dir) / "ray-start.log", "w+b")
-    head = subprocess.Popen(
-        [
-            str(ray_cli),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--num-cpus=2",
-            "--object-store-memory=200000000",
-            f"--temp-dir={temp_dir}",
-        ],
-        env={**os.environ, **RAY_ENV},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the teardown's fallback
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while b"Ray runtime started" not in Path(log.name).read_bytes() or not _answers(port):
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start failed:\n{Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield types.SimpleNamespace(address=f"127.0.0.1:{port}", pid=head.pid)
-    finally:
-        head.terminate()  # `ray start --block` stops every process it started
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)  # the group ray start created, nothing else
-            head.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with LoopbackHead(num_cpus=2, object_store_memory=200_000_000) as head:
+        yield head
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +200,7 @@ def test_unreachable_head_fails_fast_with_one_line(tmp_path, digits):
     run = _new_run(tmp_path / "r", digits)
     start = time.monotonic()
     with pytest.raises(TailscopeError, match="no Ray cluster answers at 127.0.0.1:") as info:
-        run.train(executor="ray", address=f"127.0.0.1:{_free_port()}", progress=False)
+        run.train(executor="ray", address=f"127.0.0.1:{free_port()}", progress=False)
     assert time.monotonic() - start < 30
     assert "\n" not in str(info.value)
     assert run.n_finished == 0
@@ -313,6 +252,59 @@ def test_cluster_run_equals_local_run_with_bounded_chunks_in_flight(
     assert len(waited_on) == SPEC["n_models"] // SPEC["models_per_step"]
 
 
+def _counting(calls: dict[str, int], name: str, function):
+    """``function``, counting its calls in ``calls[name]``."""
+
+    def counted(*args, **kwargs):
+        calls[name] += 1
+        return function(*args, **kwargs)
+
+    return counted
+
+
+@needs_ray
+def test_adaptive_rounds_share_one_connection_and_one_copy_of_the_job(
+    ray_head, local_run, tmp_path, digits
+):
+    import ray
+
+    from tailscope.execute.ray import RayExecutor
+
+    calls = {"init": 0, "put": 0, "run": 0}
+    run = _new_run(tmp_path / "r", digits)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray, "init", _counting(calls, "init", ray.init))
+        mp.setattr(ray, "put", _counting(calls, "put", ray.put))
+        mp.setattr(RayExecutor, "run", _counting(calls, "run", RayExecutor.run))
+        # Never stops on the SE rule below min_models=32: every round of 2 chunks runs.
+        run.train(
+            executor="ray",
+            address=ray_head.address,
+            until_se=0.05,
+            check_every=2 * SPEC["models_per_step"],
+            progress=False,
+        )
+    rounds = SPEC["n_models"] // (2 * SPEC["models_per_step"])
+    assert calls == {"init": 1, "put": 1, "run": rounds}
+    assert not ray.is_initialized()  # the session ended the connection it made
+    assert run.stopping["reason"] == "all_models"
+    _assert_same_results(run, local_run)
+
+
+@needs_ray
+def test_a_session_connects_only_when_it_runs_something(monkeypatch):
+    import ray
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("ray.init was called")
+
+    monkeypatch.setattr(ray, "init", no_init)
+    executor = get_executor("ray", address=f"127.0.0.1:{free_port()}")
+    with executor.session(job=object()):
+        executor.run(object(), [], lambda models, rows: None)  # no chunks: nothing to do
+    assert not ray.is_initialized()
+
+
 @needs_ray
 @needs_linux
 def test_worker_killed_mid_run_is_retried_to_identical_results(
@@ -347,7 +339,7 @@ def test_chunk_failing_every_retry_is_left_for_the_next_train(
 def test_cli_names_an_unreachable_cluster_in_one_line(tmp_path, capsys):
     from tailscope.cli import main
 
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     argv = ["train", str(tmp_path / "r"), "--dataset", "digits", "--n-train", "200"]
     argv += ["--n-test", "60", "--models", "4", "--epochs", "1", "--models-per-step", "2"]
     assert main([*argv, "--quiet", "--executor", "ray", "--address", address]) != 0

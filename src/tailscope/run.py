@@ -9,6 +9,7 @@ This is the object most users hold::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from pathlib import Path
@@ -293,15 +294,19 @@ class Run:
 
         record: dict[str, object] = {}
         job = self._job(device) if chunks else None
-        run_chunks = get_executor(executor, **executor_options).run if chunks else None
-        with tqdm(
-            total=limit,
-            initial=min(self.n_finished, limit),
-            desc=f"training {self.spec['recipe']['name']}",
-            unit="model",
-            disable=not progress or not chunks,
-            dynamic_ncols=True,
-        ) as bar:
+        runner = get_executor(executor, **executor_options) if chunks else None
+        session = getattr(runner, "session", None)  # set-up shared by all rounds
+        with (
+            session(job) if session is not None else contextlib.nullcontext(),
+            tqdm(
+                total=limit,
+                initial=min(self.n_finished, limit),
+                desc=f"training {self.spec['recipe']['name']}",
+                unit="model",
+                disable=not progress or not chunks,
+                dynamic_ncols=True,
+            ) as bar,
+        ):
             for todo in [*rounds, []]:
                 if target is not None:
                     record = self._check_target(target)
@@ -310,7 +315,7 @@ class Run:
                     if record["reached"]:
                         break
                 if todo:
-                    run_chunks(job, todo, self.store.write, progress=bar.update)
+                    runner.run(job, todo, self.store.write, progress=bar.update)
         finished = self.n_finished
         if record.get("reached"):
             reason = "se_target"

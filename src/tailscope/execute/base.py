@@ -42,7 +42,13 @@ class TrainingJob:
 
 
 class Executor(Protocol):
-    """Trains chunks of models and reports each finished chunk through ``on_chunk``."""
+    """Trains chunks of models and reports each finished chunk through ``on_chunk``.
+
+    An executor may also have ``session(job)``, a context manager inside which its ``run``
+    calls for ``job`` share their set-up (a cluster connection, the job in an object store);
+    ``Run.train`` enters it, when there is one, around all its rounds. ``run`` must work
+    outside a session too.
+    """
 
     def run(
         self,

@@ -17,6 +17,10 @@ same rows. They are bitwise equal when every node runs the same CPU kind and the
 torch/MKL build (checked here for 1 vs 2 threads per task); across different CPU kinds
 float round-off may differ (see docs/ray.md).
 
+Connections: ``run`` connects to the cluster, puts the job and disconnects on every call,
+unless called inside :meth:`RayExecutor.session`, which keeps one connection and one copy of
+the job for all its calls (``Run.train`` opens one around its adaptive-stopping rounds).
+
 Ray is optional: this module imports it only when an executor is created.
 """
 
@@ -26,7 +30,8 @@ import contextlib
 import ipaddress
 import socket
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -68,6 +73,16 @@ def _train_chunk(job: TrainingJob, models: np.ndarray, num_threads: int) -> dict
     return rows
 
 
+@dataclass
+class _Session:
+    """What one :meth:`RayExecutor.session` holds: its job, that job's ObjectRef once put,
+    and whether it made the connection (and so must end it)."""
+
+    job: TrainingJob
+    job_ref: object | None = None
+    connected_here: bool = False
+
+
 class RayExecutor:
     """Train chunks of models as Ray tasks, ``num_cpus_per_task`` CPUs (and torch threads)
     each, with at most ``max_in_flight`` chunks submitted and not yet written.
@@ -75,8 +90,9 @@ class RayExecutor:
     Args:
         address: the cluster's head as ``HOST:PORT`` (or any address ``ray.init`` takes,
             such as ``"ray://HOST:10001"``). ``None`` starts a private single-machine Ray
-            instance (``ray.init(address="local")``) for the duration of ``run``. If this
-            process already called ``ray.init``, that connection is used.
+            instance (``ray.init(address="local")``) for the duration of ``run`` (or of a
+            :meth:`session`). If this process already called ``ray.init``, that connection
+            is used and left open.
         num_cpus_per_task: CPUs reserved for each task; the task runs torch with as many
             threads.
         num_gpus_per_task: GPUs reserved for each task; default 1 when the job trains on an
@@ -121,6 +137,7 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self.runtime_env = dict(runtime_env) if runtime_env else None
         self.init_options = dict(init_options or {})
+        self._session: _Session | None = None
 
     def __repr__(self) -> str:
         return (
@@ -129,6 +146,29 @@ class RayExecutor:
         )
 
     # ---- the executor protocol ---------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self, job: TrainingJob) -> Iterator[None]:
+        """Keep one connection and one object-store copy of ``job`` for every :meth:`run`
+        inside: ``with executor.session(job): executor.run(job, ...); executor.run(job, ...)``.
+
+        Connects on the first ``run`` (so a session that runs nothing costs nothing), puts
+        ``job`` once, and at exit shuts down the connection only if it made it. A ``run`` of
+        another job inside puts that job for its own call. Nested sessions share the
+        outermost one.
+        """
+        if self._session is not None:
+            yield
+            return
+        ray = _import_ray()
+        self._session = _Session(job)
+        try:
+            yield
+        finally:
+            session, self._session = self._session, None
+            session.job_ref = None  # the last reference: Ray frees the object store copy
+            if session.connected_here:
+                ray.shutdown()
+
     def run(
         self,
         job: TrainingJob,
@@ -138,6 +178,9 @@ class RayExecutor:
     ) -> None:
         """Train every chunk on the cluster; write each through ``on_chunk`` as it returns.
 
+        Outside a :meth:`session`, connects (unless this process is connected) and
+        disconnects again; inside, uses the session's connection and copy of the job.
+
         Raises:
             TailscopeError: the cluster cannot be reached, or some chunks failed after
                 ``max_retries`` retries (the others are written; train again to redo them).
@@ -146,7 +189,19 @@ class RayExecutor:
         chunks = [np.asarray(c, dtype=np.int64) for c in chunks]
         if not chunks:
             return
-        connected_here = self._connect(ray)
+        with self.session(job):
+            self._run_chunks(ray, job, chunks, on_chunk, progress)
+
+    def _run_chunks(
+        self,
+        ray: ModuleType,
+        job: TrainingJob,
+        chunks: list[np.ndarray],
+        on_chunk: ChunkCallback,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """The body of :meth:`run`, inside a session."""
+        job_ref = self._job_ref(ray, job)  # every task reads this one copy
         pending: dict[object, np.ndarray] = {}  # ObjectRef -> its chunk's model indices
         failed: list[tuple[np.ndarray, BaseException]] = []
         try:
@@ -156,7 +211,6 @@ class RayExecutor:
                 max_retries=self.max_retries,
                 retry_exceptions=False,
             )
-            job_ref = ray.put(job)  # once: every task reads the same copy
             limit = self.max_in_flight or self._default_max_in_flight(ray)
             queue = iter(chunks)
             next_chunk = next(queue, None)
@@ -183,8 +237,6 @@ class RayExecutor:
             for ref in pending:  # only after an error: stop work nobody will write
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
-            if connected_here:
-                ray.shutdown()
         if failed:
             models = np.concatenate([m for m, _ in failed])
             raise TailscopeError(
@@ -195,6 +247,19 @@ class RayExecutor:
             )
 
     # ---- connecting --------------------------------------------------------------------
+    def _job_ref(self, ray: ModuleType, job: TrainingJob) -> object:
+        """``job`` in the object store, connecting first if the session has not yet; the
+        session's job is put once, any other job on every call."""
+        session = self._session
+        if self._connect(ray):
+            session.connected_here = True
+            session.job_ref = None  # a ref from a connection since shut down is void
+        if job is not session.job:
+            return ray.put(job)
+        if session.job_ref is None:
+            session.job_ref = ray.put(job)
+        return session.job_ref
+
     def _connect(self, ray: ModuleType) -> bool:
         """Connect this process to Ray; True when this call made the connection (and so
         must end it)."""
