@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import tailscope as ts
 from tailscope.engine import train_models
 from tailscope.errors import DataError, SpecMismatchError
+from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
 from tailscope.store import OUTPUTS
 
 
@@ -236,6 +238,23 @@ def test_max_models_caps_training(tmp_path, digits, tiny_recipe):
         run.train(progress=False, max_models=17)
     run.train(progress=False)
     assert run.stopping["reason"] == "all_models"
+
+
+def test_se_quantile_ignores_a_few_undefined_examples_without_warnings():
+    # 3 of 100 examples are in every subset (SE inf): the 0.95 quantile is still finite and
+    # is the SE of a real example; the 0.99 one is inf. No warning from inf - inf.
+    rng = np.random.default_rng(0)
+    masks = rng.random((64, 100)) < 0.5
+    masks[:, :3] = True
+    correct = rng.random((64, 100)) < 0.8
+    se = smoothed_memorization_se(masks, correct)
+    target = StandardErrorTarget(0.05, quantile=0.95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = target.measure(masks, correct)
+        assert np.isinf(StandardErrorTarget(0.05, quantile=0.99).measure(masks, correct))
+    assert np.isfinite(value) and value in se
+    assert np.mean(se <= value) >= 0.95
 
 
 def test_smoothed_se_is_never_zero_for_few_models():

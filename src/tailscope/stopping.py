@@ -58,7 +58,10 @@ class StandardErrorTarget:
         """The ``quantile`` of the smoothed SEs of the models given (inf if too few)."""
         if len(masks) < self.min_models:
             return float("inf")
-        return float(np.quantile(smoothed_memorization_se(masks, correct_train), self.quantile))
+        se = smoothed_memorization_se(masks, correct_train)
+        # The order statistic at or above the quantile: an SE some example really has, and
+        # no interpolation between an inf (never in / never out) and a finite SE.
+        return float(np.quantile(se, self.quantile, method="higher"))
 
     def reached(self, value: float) -> bool:
         return value <= self.se
