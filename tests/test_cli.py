@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tailscope import cli
 from tailscope.cli import main
+from tailscope.errors import DataError
 
 TRAIN = [
     "train",
@@ -190,3 +192,11 @@ def test_train_until_se(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stopped: SE target reached" in out
     assert 0 < int(np.load(path / "done.npy").sum()) < 64
+
+
+def test_models_per_step_defaults_to_the_devices_step_size():
+    # Picked at creation from --device (no GPU needed to check the choice).
+    assert cli._default_models_per_step("cpu") == 16
+    assert cli._default_models_per_step("cuda:1") == 128
+    with pytest.raises(DataError, match="--device"):
+        cli._default_models_per_step("nonsense")

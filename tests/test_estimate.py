@@ -261,7 +261,8 @@ def test_influence_train_index_restricts_rows_and_keeps_global_indices(tmp_path)
 
 
 def test_influence_is_identical_across_chunk_sizes_and_count_paths(monkeypatch):
-    """int8 (torch._int_mm) and float32 counts, any chunking: bit-identical results."""
+    """int8 (torch._int_mm) and float32 counts, any chunking, any merging of the running
+    top-k: bit-identical results."""
     rng = np.random.default_rng(12)
     masks, _, correct_test = random_runs(rng, 30, 101, 20, p=0.7)
 
@@ -270,6 +271,12 @@ def test_influence_is_identical_across_chunk_sizes_and_count_paths(monkeypatch):
 
     reference = run(2048)
     results = [run(1), run(16), run(17), run(33)]
+    running_top_k = sys.modules["tailscope.estimate.influence"]._RunningTopK
+    monkeypatch.setattr(running_top_k, "MAX_PENDING", 1)  # merge after every chunk
+    results.append(run(9))
+    monkeypatch.setattr(running_top_k, "MAX_PENDING", 10**12)
+    monkeypatch.setattr(running_top_k, "MERGE_FACTOR", 10**12)  # merge once, at the end
+    results.append(run(9))
     monkeypatch.delattr(torch, "_int_mm")  # forces the float32 path
     results.append(run(7))
     for result in results:

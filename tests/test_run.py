@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import tailscope as ts
-from tailscope.engine import train_models
 from tailscope.errors import DataError, SpecMismatchError
 from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
 from tailscope.store import OUTPUTS
@@ -69,42 +68,6 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_rec
         assert np.array_equal(reopened.store.outputs[name], full.store.outputs[name]), name
 
 
-@pytest.mark.parametrize("max_stacked", [1, 4, 8])
-def test_local_executor_stacks_chunks_together_and_reports_each(
-    tmp_path, digits, tiny_recipe, max_stacked
-):
-    # Chunks of 2 models, stacked up to max_stacked per step: every chunk is still reported
-    # on its own, in order, with its own rows, and (on a CPU) the models are the same bits
-    # whatever their companions.
-    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=8, models_per_step=2)
-    reports = []
-
-    def record(models, arrays):
-        reports.append((models.tolist(), arrays))
-
-    job = run._job("cpu")
-    ts.execute.LocalExecutor(max_stacked=max_stacked).run(job, run.chunks(), record)
-    assert [models for models, _ in reports] == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    alone = train_models(
-        job.recipe,
-        job.x_train,
-        job.y_train,
-        job.x_test,
-        job.y_test,
-        job.masks,
-        job.seeds,
-        max_stacked=2,
-    )
-    for models, arrays in reports:
-        for name in OUTPUTS:
-            np.testing.assert_array_equal(arrays[name], getattr(alone, name)[models])
-
-
-def test_local_executor_rejects_a_bad_max_stacked():
-    with pytest.raises(DataError, match="max_stacked"):
-        ts.execute.LocalExecutor(max_stacked=0)
-
-
 def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, digits, tiny_recipe):
     _train(tmp_path / "r", digits, tiny_recipe)
     again = ts.Run.create(
@@ -156,21 +119,18 @@ data = ts.datasets.load("digits", n_train=300, n_test=100, random_state=0)
 recipe = ts.Recipe(name="tiny-mlp", build=tiny_mlp, epochs={epochs}, batch_size=32, lr=0.1,
                    momentum=0.9)
 run = ts.Run.create(sys.argv[1], data, recipe, n_models=24, seed=5, models_per_step=2)
-run.train(progress=False, max_stacked={max_stacked})
+run.train(progress=False)
 """
 
 
-def _run_script(path: Path, epochs: int, max_stacked: int = 2) -> subprocess.Popen:
-    code = SCRIPT.format(tests=str(Path(__file__).parent), epochs=epochs, max_stacked=max_stacked)
+def _run_script(path: Path, epochs: int) -> subprocess.Popen:
+    code = SCRIPT.format(tests=str(Path(__file__).parent), epochs=epochs)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-c", code, str(path)], env=env)
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
-    """A training process killed with SIGKILL mid-run, resumed, gives identical estimates.
-
-    The killed run trains one chunk of 2 models per step (so there is time to kill it
-    between chunks), the clean one stacks all 12 chunks in 2 steps: same bits anyway."""
+    """A training process killed with SIGKILL mid-run, resumed, gives identical estimates."""
     killed = tmp_path / "killed"
     proc = _run_script(killed, epochs=6)
     done_file = killed / "done.npy"
@@ -191,8 +151,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     assert 0 < n_done < 24
 
     assert _run_script(killed, epochs=6).wait() == 0  # resume
-    clean = _run_script(tmp_path / "clean", epochs=6, max_stacked=16)
-    assert clean.wait() == 0  # never interrupted
+    assert _run_script(tmp_path / "clean", epochs=6).wait() == 0  # never interrupted
 
     a = ts.Run.open(killed, writable=False)
     b = ts.Run.open(tmp_path / "clean", writable=False)

@@ -97,7 +97,9 @@ class Run:
             epochs, batch_size, lr: overrides of the built-in recipe's hyper-parameters.
             scaling: feature scaling (see :mod:`tailscope.data.features`).
             models_per_step: models trained together in one vectorized step; fixed per run
-                so that a resumed run trains exactly the same chunks.
+                so that a resumed run trains exactly the same chunks, each model beside the
+                same companions. 16 suits a CPU; a GPU keeps gaining up to ~128 (what the
+                command line picks with ``--device cuda``).
             precision: ``"fp32"``, or ``"bf16"`` matrix products with float32 master weights
                 (about twice as fast on CPUs with AVX-512 bf16; part of the spec).
 
@@ -270,10 +272,8 @@ class Run:
             max_models: train at most this many models (at most the run's ``n_models``).
             min_models: never stop on the SE rule with fewer finished models.
             check_every: models per round between checks (default: 4 chunks).
-            executor_options: passed to the executor named by ``executor`` (``"local"``:
-                ``max_stacked``, the models per vectorized step, default 16 on a CPU and
-                128 on a GPU, across chunks; ``"ray"``: see
-                :class:`~tailscope.execute.ray.RayExecutor`).
+            executor_options: passed to the executor named by ``executor`` (for
+                ``"ray"``: see :class:`~tailscope.execute.ray.RayExecutor`).
         """
         if not self.store.writable:
             raise RunStoreError(f"{self.path} was opened read-only")

@@ -431,8 +431,10 @@ class _RunningTopK:
     """For every test example, the k best entries seen so far, merged chunk by chunk."""
 
     #: Candidates are buffered and merged (one sort) once they outnumber this many times
-    #: the entries kept: sorting after every chunk took a third of the scan.
+    #: the entries kept (sorting after every chunk took a third of the scan), or
+    #: ``MAX_PENDING`` entries (~36 bytes each), whichever is fewer.
     MERGE_FACTOR = 8
+    MAX_PENDING = 2**22
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -443,7 +445,8 @@ class _RunningTopK:
     def add(self, candidates: _Entries) -> None:
         self._pending.append(candidates)
         self._n_pending += len(candidates.test)
-        if self._n_pending > self.MERGE_FACTOR * max(len(self.kept.test), self.k):
+        limit = min(self.MERGE_FACTOR * max(len(self.kept.test), self.k), self.MAX_PENDING)
+        if self._n_pending > limit:
             self._merge()
 
     def _merge(self) -> None:
