@@ -86,6 +86,14 @@ def test_too_few_models(tmp_path, capsys, k):
     )
 
 
+@pytest.mark.parametrize("device", ["cuda:99", "gpu"])
+def test_unusable_device_fails_before_creating_the_run(tmp_path, capsys, device):
+    # cuda:99: no such GPU here (a CPU-only torch has none at all); gpu: not a torch device.
+    args = ["train", str(tmp_path / "r"), "--dataset", "digits", "--device", device]
+    _one_line_error(capsys, args, "--device", device)
+    assert not (tmp_path / "r" / "spec.json").exists()
+
+
 def test_missing_run(tmp_path, capsys):
     _one_line_error(capsys, ["estimate", str(tmp_path / "none")], "does not exist")
     (tmp_path / "empty").mkdir()

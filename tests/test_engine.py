@@ -595,3 +595,9 @@ def test_accelerator_evaluation_chunks_fit_the_memory_budget():
     for k in (128, 256):
         assert k * rows[k] * 512 * 4 <= stacked_mlp.EVAL_BYTES_ACCELERATOR
     assert stacked_mlp._eval_rows(cuda, 128, widths, torch.bfloat16) == 2 * rows[128]
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "not-a-device"])
+def test_unusable_device_raises_one_clear_error(digits_xy, device):
+    with pytest.raises(DataError, match=f"device '{device}'"):
+        train(digits_xy, SMALL, device=device)

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 from tailscope.errors import DataError
 
-__all__ = ["check_positions"]
+__all__ = ["check_device", "check_positions"]
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``device`` as a :class:`torch.device` that this process can allocate on.
+
+    Raises :class:`DataError` naming ``name`` for a string torch cannot parse, or a device
+    this torch build or machine lacks (``"cuda"`` with a CPU-only wheel, ``"cuda:3"`` on a
+    one-GPU machine), instead of the assertion torch raises at first use.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise DataError(f"{name} {device!r} is not a torch device: {err}") from None
+    try:
+        torch.empty(0, device=parsed)
+    except (AssertionError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{name} {str(parsed)!r} is not usable here: {reason}") from None
+    return parsed
 
 
 def check_positions(

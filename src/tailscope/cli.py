@@ -163,12 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- commands ----------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
+    from tailscope._checks import check_device
     from tailscope.data import load
     from tailscope.run import Run
 
     run_dir: Path = args.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} exists and is not a directory")
+    if args.executor == "local":  # Ray workers may have devices this process lacks
+        check_device(args.device, "--device")
     if args.dataset is None:
         if not (run_dir / "spec.json").exists():
             raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
@@ -206,7 +209,7 @@ def _default_models_per_step(device: str) -> int:
     try:
         return default_max_stacked(torch.device(device))
     except RuntimeError as err:
-        raise DataError(f"--device: {err}") from None
+        raise DataError(f"--device {device!r} is not a torch device: {err}") from None
 
 
 def _train_run(run, device: str, quiet: bool, executor: str = "local", **options) -> int:

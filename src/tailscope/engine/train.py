@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from tailscope._checks import check_device
 from tailscope.engine.data import DeviceData, to_device_data
 from tailscope.engine.outputs import ModelOutputs
 from tailscope.engine.precision import PRECISIONS, check_precision
@@ -92,7 +93,8 @@ def train_models(
     """
     if not isinstance(recipe, Recipe):
         raise DataError(f"recipe must be a tailscope Recipe, got {type(recipe).__name__}")
-    precision = check_precision(precision, torch.device(device))
+    device = check_device(device)
+    precision = check_precision(precision, device)
     data = to_device_data(x_train, y_train, x_test, y_test, n_classes, device)
     masks, seeds = _check_plan(masks, seeds, len(data.x_train))
     step_done = _progress_callback(progress)

@@ -24,7 +24,7 @@ import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from tailscope._checks import check_positions
+from tailscope._checks import check_device, check_positions
 from tailscope.errors import DataError
 from tailscope.estimate._validation import (
     as_bool,
@@ -154,7 +154,7 @@ def influence(
     chunk_size = check_chunk_size(chunk_size)
     if top_k is None and threshold is None and dense_path is None:
         raise DataError("influence needs at least one of top_k, threshold or dense_path")
-    device = torch.device("cpu" if device is None else device)
+    device = check_device("cpu" if device is None else device)
     check_binary(masks, "masks", max(1, 2**24 // n_models))
     correct = as_bool(np.asarray(correct_test), "correct_test")
 
