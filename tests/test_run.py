@@ -15,6 +15,7 @@ import pytest
 
 import tailscope as ts
 from tailscope.errors import DataError, SpecMismatchError
+from tailscope.estimate import UndefinedEstimateWarning
 from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
 from tailscope.store import OUTPUTS
 
@@ -43,6 +44,11 @@ def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
     assert run.n_finished == 8
     assert run.chunks() == []
     est = run.estimate()
+    # With 8 models some examples are in every subset or in none: NaN, and one warning.
+    with pytest.warns(UndefinedEstimateWarning, match="undefined"):
+        mem = est.memorization
+    never_out = run.store.masks[:].all(axis=0) | ~run.store.masks[:].any(axis=0)
+    np.testing.assert_array_equal(np.isnan(mem), never_out)
     assert est.memorization.shape == (digits.n_train,)
     assert est.memorization_se.shape == (digits.n_train,)
     # Models learn: mean test accuracy well above chance (10 classes).
