@@ -1,21 +1,24 @@
 """Training throughput: the plain per-model loop against tailscope's engine, in one process.
 
 For each workload (the public demo's MLP on MNIST, 1 epoch; a tiny MLP on scikit-learn's
-digits) and on the same data, masks and seeds, it times:
+digits; the built-in ``cnn`` recipe on a 6,000-example MNIST subset) and on the same data,
+masks and seeds, it times:
 
 - ``plain``: the loop the public demo runs, one model after another: one ``nn.Module``, one
   ``torch.optim.SGD``, a DataLoader-free minibatch loop over the model's subset, then
   predictions on all n + t examples (batches of 1024, no autograd);
-- ``engine fp32`` / ``engine bf16``: ``tailscope.engine.train_models`` (stacked-MLP path);
-- ``engine vmap``: the generic ``vmap`` path, for reference (``--vmap``; always on digits).
+- ``engine fp32`` / ``engine bf16``: ``tailscope.engine.train_models`` as a run calls it
+  (MLPs: the stacked-MLP path; the CNN on a CPU: one model at a time, channels-last);
+- ``engine vmap``: the generic ``vmap`` path, for reference (``--vmap``; always on digits
+  and on the CNN).
 
 and prints models/min, GFLOP/s (6 x params per trained example + 2 x params per evaluated
-example), the fraction of this machine's matmul peak measured in the same run (fp32
-``torch.mm``; bf16 for the bf16 row), the speed-up over the plain loop and the mean test
-accuracy. For MNIST it also projects the public demo's full workload (2000 models x 10
-epochs) from the measured training and evaluation times.
+example; dense layers only, so not for the CNN), the fraction of this machine's matmul peak
+measured in the same run (fp32 ``torch.mm``; bf16 for the bf16 row), the speed-up over the
+plain loop and the mean test accuracy. For MNIST it also projects the public demo's full
+workload (2000 models x 10 epochs) from the measured training and evaluation times.
 
-    python benchmarks/bench_training.py                 # both workloads, default threads
+    python benchmarks/bench_training.py                 # all three workloads
     python benchmarks/bench_training.py --threads 1 --only mnist --models 16 --plain-models 8
     python benchmarks/bench_training.py --device cuda   # on a GPU
 
@@ -43,6 +46,8 @@ from tailscope.engine import train_models
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models import Recipe, get_recipe, mlp
 
+#: ``train_models`` options that force the generic vmap path.
+VMAP = {"vectorize": True, "stacked_mlp": False}
 DEMO_EPOCHS_FULL = 10
 DEMO_MODELS_FULL = 2000
 EVAL_BATCH = 1024
@@ -202,7 +207,7 @@ def engine(
     )
     _sync(device)
     seconds = time.perf_counter() - start
-    name = "engine vmap" if options.get("stacked_mlp") is False else "engine"
+    name = "engine vmap" if options == VMAP else "engine"
     accuracy = float(out.correct_test.mean())
     return Timing(name, precision, n_models, seconds, last_step[0] - start, accuracy)
 
@@ -213,7 +218,8 @@ def engine(
 def report(work: Workload, timings: list[Timing], peaks: dict[str, float]) -> None:
     plain = next(t for t in timings if t.trainer == "plain loop")
     plain_rate = plain.models / plain.seconds
-    flops = work.flops_per_model()
+    dense = all(isinstance(m, torch.nn.Linear) for m in _layers_with_weights(work))
+    flops = work.flops_per_model() if dense else float("nan")  # 6 x params: dense layers only
     print(
         f"\n{work.name}: recipe {work.recipe.to_spec()}, {work.n_params:,} parameters, "
         f"n={len(work.y_train)}, t={len(work.y_test)}, m={int(work.masks[0].sum())}"
@@ -228,10 +234,21 @@ def report(work: Workload, timings: list[Timing], peaks: dict[str, float]) -> No
         rate = t.models / t.seconds
         gflops = flops * t.models / t.seconds / 1e9
         print(
-            f"{t.trainer:<14}{t.precision:<10}{t.models:>7}{60 * rate:>12.1f}{gflops:>10.1f}"
-            f"{gflops / peaks[t.precision]:>9.2f}{rate / plain_rate:>9.2f}{t.accuracy:>10.4f}"
+            f"{t.trainer:<14}{t.precision:<10}{t.models:>7}{60 * rate:>12.1f}"
+            f"{_number(gflops, 10, 1)}{_number(gflops / peaks[t.precision], 9, 2)}"
+            f"{rate / plain_rate:>9.2f}{t.accuracy:>10.4f}"
             f"{t.train_seconds:>9.1f}{t.seconds - t.train_seconds:>8.1f}"
         )
+
+
+def _layers_with_weights(work: Workload) -> list[torch.nn.Module]:
+    model = init_model(work.recipe, work.x_train.shape[1:], 10, 0)
+    return [m for m in model.modules() if getattr(m, "weight", None) is not None]
+
+
+def _number(value: float, width: int, digits: int) -> str:
+    """``value`` right-aligned, or "-" where it is not defined (NaN)."""
+    return f"{'-':>{width}}" if np.isnan(value) else f"{value:>{width}.{digits}f}"
 
 
 def project_demo(work: Workload, timings: list[Timing], peaks: dict[str, float]) -> None:
@@ -266,7 +283,7 @@ def warm_up(device: torch.device, precisions: list[str]) -> None:
     plain_loop(work, 2, device)
     for precision in precisions:
         engine(work, 2, device, precision)
-    engine(work, 2, device, "fp32", stacked_mlp=False)
+    engine(work, 2, device, "fp32", **VMAP)
 
 
 def run_workload(
@@ -289,7 +306,7 @@ def run_workload(
         run = partial(engine, work, args.models, device, precision)
         trainers.append((f"engine {precision} ({args.models} models)", run))
     if vmap:
-        run = partial(engine, work, args.models, device, "fp32", stacked_mlp=False)
+        run = partial(engine, work, args.models, device, "fp32", **VMAP)
         trainers.append((f"engine vmap fp32 ({args.models} models)", run))
     best: dict[str, Timing] = {}
     for repeat in range(args.repeats):
@@ -312,7 +329,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=1, help="runs per trainer; best kept")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--only", choices=["mnist", "digits"], default=None)
+    parser.add_argument("--only", choices=["mnist", "digits", "cnn"], default=None)
+    parser.add_argument("--cnn-models", type=int, default=8, help="engine models, cnn")
     parser.add_argument("--vmap", action="store_true", help="also time the vmap path on MNIST")
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
@@ -357,6 +375,15 @@ def main() -> None:
         work = make_workload("digits, MLP 64-32-10, 10 epochs", tiny, digits, args.digits_models)
         digits_args = argparse.Namespace(**{**vars(args), "models": args.digits_models})
         run_workload(work, digits_args, peaks, device, vmap=True, project=False)
+    if args.only in (None, "cnn"):
+        subset = ts.datasets.load("mnist", n_train=6000, n_test=1000, random_state=0)
+        work = make_workload(
+            "MNIST 6000/1000, cnn recipe, 1 epoch", get_recipe("cnn", epochs=1), subset, 8
+        )
+        cnn_args = argparse.Namespace(
+            **{**vars(args), "models": args.cnn_models, "plain_models": 4, "precisions": ["fp32"]}
+        )
+        run_workload(work, cnn_args, peaks, device, vmap=True, project=False)
     print(_load_average())
 
 

@@ -111,7 +111,7 @@ OPTIMIZERS = {
 # recipes), the generic vmap path, and one model at a time.
 TRAINERS = {
     "stacked": {},
-    "vmap": {"stacked_mlp": False},
+    "vmap": {"vectorize": True, "stacked_mlp": False},
     "sequential": {"vectorize": False},
 }
 
@@ -354,6 +354,20 @@ def test_cnn_recipe_trains_on_8x8_images(digits_xy, layout):
     out = train(images, get_recipe("cnn", epochs=1), masks=random_masks(len(ytr), 2, 400))
     assert out.correct_test.shape == (2, len(yte))
     assert np.isfinite(out.margin_test.astype(np.float32)).all()
+
+
+def test_cnn_on_a_cpu_trains_one_at_a_time_the_same_models_as_vmap(digits_xy):
+    # The default on a CPU: convolutional modules go to the sequential trainer (channels-last
+    # weights), which agrees with the vmap trainer up to round-off.
+    xtr, ytr, xte, yte = digits_xy
+    images = (xtr.reshape(-1, 8, 8), ytr, xte.reshape(-1, 8, 8), yte)
+    recipe = get_recipe("cnn", epochs=2)
+    masks = random_masks(len(ytr), 3, 400)
+    default = train(images, recipe, masks=masks)
+    sequential = train(images, recipe, masks=masks, vectorize=False)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(default, field), getattr(sequential, field))
+    assert_same_models(default, train(images, recipe, masks=masks, vectorize=True))
 
 
 @pytest.mark.parametrize("shape", [(3, 9, 7), (9, 7, 3), (9, 7)])

@@ -54,6 +54,8 @@ def _train_one(
 ) -> ModelOutputs:
     """Train one model: ``mask`` is (1, n), ``seed`` is (1,)."""
     model = init_model(recipe, data.feature_shape, data.n_classes, seed[0]).to(data.device)
+    if data.device.type == "cpu":  # 4-D weights: convolutions output channels-last maps,
+        model = model.to(memory_format=torch.channels_last)  # pooling them is ~10x faster
     optimizer = recipe.make_optimizer(model.parameters())
     m = int(mask[0].sum())
     batch = min(recipe.batch_size, m)

@@ -7,8 +7,9 @@ device once, and hands groups of at most ``max_stacked`` models to a trainer:
    hand-written backward, fused update) when the recipe's module is a plain ReLU MLP
    trained with SGD, as the built-in ``mlp`` recipe;
 2. else the vectorized one (:mod:`~tailscope.engine.vectorized`) when the module runs under
-   ``vmap``;
-3. else the sequential one, one model at a time.
+   ``vmap``, except convolutional modules on a CPU;
+3. else the sequential one, one model at a time (on a CPU with channels-last weights, which
+   makes convolutions and pooling several times faster there).
 
 All three train the same models for the same seeds, up to float round-off.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from tailscope._checks import check_device
 from tailscope.engine.data import DeviceData, to_device_data
@@ -53,7 +55,7 @@ def train_models(
     *,
     n_classes: int | None = None,
     device: torch.device | str = "cpu",
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     stacked_mlp: bool = True,
     max_stacked: int | None = None,
     precision: str = "fp32",
@@ -74,9 +76,13 @@ def train_models(
         seeds: (k,) non-negative integers, one per model.
         n_classes: number of classes; default ``max(label) + 1`` over both splits.
         device: torch device to train on (``"cpu"``, ``"cuda"``, ...).
-        vectorize: train up to ``max_stacked`` models per step with ``torch.func.vmap``;
-            modules that cannot be vmapped fall back to one at a time, with a warning.
-        stacked_mlp: with ``vectorize``, train plain ReLU MLPs with SGD (the ``mlp``
+        vectorize: True: train up to ``max_stacked`` models per step with
+            ``torch.func.vmap`` (modules that cannot be vmapped fall back to one at a time,
+            with a warning); False: one at a time. None (default): vectorized, except
+            convolutional modules on a CPU, which train one at a time with channels-last
+            convolutions and pooling (2.8x faster than vmap's grouped convolutions for the
+            ``cnn`` recipe, see ``benchmarks/RESULTS.md``).
+        stacked_mlp: unless ``vectorize`` is False, train plain ReLU MLPs with SGD (the ``mlp``
             recipe) on the stacked-MLP fast path; False forces the generic ``vmap`` path.
         max_stacked: models per vectorized step (default 16 on CPU, 128 elsewhere).
         precision: ``"fp32"``, or ``"bf16"`` for bfloat16 matrix products with float32
@@ -103,7 +109,11 @@ def train_models(
     elif not isinstance(max_stacked, int) or isinstance(max_stacked, bool) or max_stacked < 1:
         raise DataError(f"max_stacked must be an integer >= 1, got {max_stacked!r}")
 
-    fast = vectorize and stacked_mlp and _is_stacked_mlp(recipe, data)
+    module = init_model(recipe, data.feature_shape, data.n_classes, seed=0)  # to inspect
+    fast = vectorize is not False and stacked_mlp and _is_stacked_mlp(recipe, module, data)
+    if vectorize is None:
+        vectorize = not (data.device.type == "cpu" and _is_convolutional(module))
+    del module
     parts = []
     for start in range(0, len(seeds), max_stacked):
         group = slice(start, start + max_stacked)
@@ -131,10 +141,14 @@ def default_max_stacked(device: torch.device) -> int:
     return MAX_STACKED_CPU if device.type == "cpu" else MAX_STACKED_ACCELERATOR
 
 
-def _is_stacked_mlp(recipe: Recipe, data: DeviceData) -> bool:
-    """Whether the recipe's module (one built with seed 0) takes the stacked-MLP path."""
-    module = init_model(recipe, data.feature_shape, data.n_classes, seed=0)
+def _is_stacked_mlp(recipe: Recipe, module: nn.Module, data: DeviceData) -> bool:
+    """Whether the recipe's ``module`` (one model it builds) takes the stacked-MLP path."""
     return uses_stacked_mlp(recipe, module, data.feature_shape)
+
+
+def _is_convolutional(module: nn.Module) -> bool:
+    """Whether ``module`` has convolutions: on a CPU these train faster one at a time."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
 
 
 def _check_plan(masks: object, seeds: object, n_train: int) -> tuple[np.ndarray, np.ndarray]:
