@@ -19,8 +19,8 @@ Model j, layer l, in "x @ W + b" form: ``W_l[j] = Linear.weight.T`` (d_l, d_{l+1
               dz_{l-1} = (dz_l W_l^T) * [a_l > 0]
     update    heavy-ball SGD (momentum mu, no Nesterov): the gradient products accumulate
               straight into the momentum buffer, v_l = mu v_l + a_l^T dz_l (baddbmm_),
-              then one pass p -= lr (v + wd p) over one flat tensor holding every
-              parameter; otherwise torch.optim.SGD(fused=True) over that flat tensor
+              then v += wd p (with weight decay) and p -= lr v over one flat tensor
+              holding every parameter; otherwise torch.optim.SGD(fused=True) over it
 
 With ``precision="bf16"`` the matrix products take bfloat16 copies of the weights and
 activations; the master weights, their gradients and the momentum stay float32 (see

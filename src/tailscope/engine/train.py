@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tailscope._checks import check_device
-from tailscope.engine.data import DeviceData, to_device_data
+from tailscope.engine.data import to_device_data
 from tailscope.engine.outputs import ModelOutputs
 from tailscope.engine.precision import PRECISIONS, check_precision
 from tailscope.engine.schedule import init_model
@@ -80,7 +80,7 @@ def train_models(
             ``torch.func.vmap`` (modules that cannot be vmapped fall back to one at a time,
             with a warning); False: one at a time. None (default): vectorized, except
             convolutional modules on a CPU, which train one at a time with channels-last
-            convolutions and pooling (2.8x faster than vmap's grouped convolutions for the
+            convolutions and pooling (~3x faster than vmap's grouped convolutions for the
             ``cnn`` recipe, see ``benchmarks/RESULTS.md``).
         stacked_mlp: unless ``vectorize`` is False, train plain ReLU MLPs with SGD (the ``mlp``
             recipe) on the stacked-MLP fast path; False forces the generic ``vmap`` path.
@@ -110,7 +110,11 @@ def train_models(
         raise DataError(f"max_stacked must be an integer >= 1, got {max_stacked!r}")
 
     module = init_model(recipe, data.feature_shape, data.n_classes, seed=0)  # to inspect
-    fast = vectorize is not False and stacked_mlp and _is_stacked_mlp(recipe, module, data)
+    fast = (
+        vectorize is not False
+        and stacked_mlp
+        and uses_stacked_mlp(recipe, module, data.feature_shape)
+    )
     if vectorize is None:
         vectorize = not (data.device.type == "cpu" and _is_convolutional(module))
     del module
@@ -139,11 +143,6 @@ def train_models(
 def default_max_stacked(device: torch.device) -> int:
     """Models per vectorized step by default on ``device``."""
     return MAX_STACKED_CPU if device.type == "cpu" else MAX_STACKED_ACCELERATOR
-
-
-def _is_stacked_mlp(recipe: Recipe, module: nn.Module, data: DeviceData) -> bool:
-    """Whether the recipe's ``module`` (one model it builds) takes the stacked-MLP path."""
-    return uses_stacked_mlp(recipe, module, data.feature_shape)
 
 
 def _is_convolutional(module: nn.Module) -> bool:
