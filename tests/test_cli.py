@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tailscope as ts
 from tailscope import cli
 from tailscope.cli import main
 from tailscope.errors import DataError
@@ -161,16 +162,18 @@ def test_run_dir_is_a_file(tmp_path, capsys):
     _one_line_error(capsys, ["estimate", str(file)], "not a directory")
 
 
-def test_console_script_prints_no_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "tailscope.cli", "train", str(tmp_path / "r"), "--dataset", "nope"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def test_python_m_tailscope_prints_no_traceback(tmp_path):
+    def run(*args):
+        command = [sys.executable, "-m", "tailscope", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    proc = run("train", str(tmp_path / "r"), "--dataset", "nope")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    version = run("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"tailscope {ts.__version__}"
 
 
 def test_train_until_se(tmp_path, capsys):
