@@ -331,6 +331,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=["mnist", "digits", "cnn"], default=None)
     parser.add_argument("--cnn-models", type=int, default=8, help="engine models, cnn")
+    parser.add_argument(
+        "--mnist", default="mnist", help="MNIST as a built-in name, an .npz or an idx folder"
+    )
     parser.add_argument("--vmap", action="store_true", help="also time the vmap path on MNIST")
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
@@ -354,7 +357,7 @@ def main() -> None:
     print(_load_average())
 
     if args.only in (None, "mnist"):
-        mnist = ts.datasets.load("mnist")
+        mnist = ts.datasets.load(args.mnist)
         work = make_workload(
             "MNIST, demo MLP 784-512-256-10, 1 epoch",
             get_recipe("mlp", epochs=1),
@@ -376,7 +379,7 @@ def main() -> None:
         digits_args = argparse.Namespace(**{**vars(args), "models": args.digits_models})
         run_workload(work, digits_args, peaks, device, vmap=True, project=False)
     if args.only in (None, "cnn"):
-        subset = ts.datasets.load("mnist", n_train=6000, n_test=1000, random_state=0)
+        subset = ts.datasets.load(args.mnist, n_train=6000, n_test=1000, random_state=0)
         work = make_workload(
             "MNIST 6000/1000, cnn recipe, 1 epoch", get_recipe("cnn", epochs=1), subset, 8
         )
