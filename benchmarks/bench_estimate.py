@@ -125,14 +125,14 @@ def main() -> None:
 
     dense = next(r for r in results if r["task"] == "dense matmul")
     header = (
-        f"{'task':<14}{'seconds':>9}{'vs dense':>10}{'peak RSS MB':>13}{'of it data':>12}  detail"
+        f"{'task':<14}{'seconds':>9}{'vs dense':>10}{'peak RSS MB':>13}{'of it inputs':>14}  detail"
     )
     print("\n" + header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r['task']:<14}{r['seconds']:>9.2f}{r['seconds'] / dense['seconds']:>10.2f}"
-            f"{r['peak_rss_mb']:>13.0f}{r['data_rss_mb']:>12.0f}  {r['detail']}"
+            f"{r['peak_rss_mb']:>13.0f}{r['data_rss_mb']:>14.0f}  {r['detail']}"
         )
 
 

@@ -387,3 +387,10 @@ def test_features_standardize_floats_with_train_statistics(digits: td.Dataset) -
     np.testing.assert_allclose(xte, (digits.x_test - mean) / std, rtol=1e-5, atol=1e-5)
     # The test split is not standardized by its own statistics.
     assert not np.allclose(xte.mean(axis=0)[varying], 0, atol=1e-3)
+
+
+def test_test_labels_missing_from_the_train_split_warn():
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 4))
+    with pytest.warns(UserWarning, match=r"test labels \[5, 6\] never occur in the train split"):
+        td.from_arrays(x, np.arange(12) % 3, x[:6], np.array([0, 1, 5, 6, 2, 5]))

@@ -499,3 +499,19 @@ def test_influence_memory_does_not_grow_with_n_times_t():
     assert completed.returncode == 0, completed.stderr
     growth = int(completed.stdout.split()[-1])
     assert growth < 20_000 * 5_000 * 4 / 4, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+
+
+def test_influence_reads_read_only_memmaps_quietly_and_prints_briefly(tmp_path):
+    rng = np.random.default_rng(21)
+    masks, _, correct_test = random_runs(rng, 30, 50, 20)
+    np.save(tmp_path / "masks.npy", masks)
+    read_only = np.load(tmp_path / "masks.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "non-writable NumPy array" warning
+        result = influence(read_only, correct_test, top_k=3, threshold=0.5)
+    expected = influence(masks, correct_test, top_k=3, threshold=0.5)
+    np.testing.assert_array_equal(result.top_k.index, expected.top_k.index)
+    assert (
+        repr(result)
+        == f"InfluenceResult(train_index=(50,), top_k=(20, 3), pairs={len(result.pairs)})"
+    )

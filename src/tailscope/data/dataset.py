@@ -9,6 +9,7 @@ identifies the data itself, not a preprocessing of it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -112,6 +113,14 @@ class Dataset:
                 )
         if n_classes < 2:
             raise DataError("a classification dataset needs at least 2 classes")
+        unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+        if len(unseen):
+            warnings.warn(
+                f"test labels {unseen.tolist()} never occur in the train split: no model can "
+                "learn them (labels shifted or mismatched between the splits?)",
+                UserWarning,
+                stacklevel=2,
+            )
         names = (
             tuple(str(c) for c in class_names)
             if class_names is not None

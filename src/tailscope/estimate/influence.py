@@ -109,6 +109,16 @@ class InfluenceResult:
     pairs: Pairs | None = None
     dense: np.memmap | None = None
 
+    def __repr__(self) -> str:
+        kept = [f"train_index=({len(self.train_index)},)"]
+        if self.top_k is not None:
+            kept.append(f"top_k={self.top_k.index.shape}")
+        if self.pairs is not None:
+            kept.append(f"pairs={len(self.pairs)}")
+        if self.dense is not None:
+            kept.append(f"dense={self.dense.shape} at {self.dense.filename!r}")
+        return f"InfluenceResult({', '.join(kept)})"
+
 
 def influence(
     masks: ArrayLike,
@@ -292,7 +302,8 @@ class _ChunkInfluence:
         """(K, c) bool masks of the chunk and their (c,) column sums -> (t, c) counts, infl."""
         n_rows = in_subset.shape[1]
         shape = (self.n_test, n_rows)
-        in_subset = torch.from_numpy(np.ascontiguousarray(in_subset).view(np.int8))
+        # A chunk of a read-only memmap is copied (torch wants writable memory).
+        in_subset = torch.from_numpy(np.require(in_subset, requirements=["C", "W"]).view(np.int8))
         if self.exact_int8:
             counts = self._counts[: self.correct.shape[1] * n_rows].view(-1, n_rows)
             torch._int_mm(self.correct.T, in_subset.to(self.device), out=counts)
