@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import tailscope as ts
 from tailscope import cli
 from tailscope.cli import main
 from tailscope.errors import DataError
+from tailscope.experiments import InfluencerRemoval, MarginalUtility, interval
 
 TRAIN = [
     "train",
@@ -211,3 +213,149 @@ def test_models_per_step_defaults_to_the_devices_step_size():
     assert cli._default_models_per_step("cuda:1") == 128
     with pytest.raises(DataError, match="--device"):
         cli._default_models_per_step("nonsense")
+
+
+# ---- experiment results print the intervals their header promises -----------------------
+def _marginal_utility(n_repeats):
+    rng = np.random.default_rng(1)
+    baseline = rng.uniform(0.8, 0.9, size=n_repeats)
+    return MarginalUtility(
+        thresholds=np.array([0.3, 0.6]),
+        n_removed=np.array([40, 10]),
+        n_train=200,
+        baseline=baseline,
+        targeted=rng.uniform(0.6, 0.8, size=(2, n_repeats)),
+        random=rng.uniform(0.7, 0.9, size=(2, n_repeats)),
+    )
+
+
+def _influencer_removal(n_repeats):
+    rng = np.random.default_rng(2)
+    accuracy = {
+        condition: {
+            subset: rng.uniform(0.5, 1.0, size=n_repeats) for subset in InfluencerRemoval.SUBSETS
+        }
+        for condition in InfluencerRemoval.CONDITIONS
+    }
+    return InfluencerRemoval(
+        influencers=np.array([3, 5, 8]),
+        influenced=np.array([1, 2]),
+        n_train=200,
+        n_test=60,
+        accuracy=accuracy,
+    )
+
+
+def _ci_text(values, signed=False):
+    ci = interval(values)
+    sign = "+" if signed else ""
+    return f"[{100 * ci['low']:{sign}.2f}, {100 * ci['high']:{sign}.2f}]"
+
+
+def _experiment_output(monkeypatch, capsys, run_dir, argv, result):
+    import tailscope.experiments as experiments
+
+    name = "run_marginal_utility" if argv[0] == "removal" else "run_remove_influencers"
+    monkeypatch.setattr(experiments, name, lambda *args, **kwargs: result)
+    assert main(["experiment", *argv, str(run_dir), "--quiet"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_experiment_removal_prints_t_intervals(trained_run, monkeypatch, capsys):
+    result = _marginal_utility(n_repeats=3)
+    lines = _experiment_output(monkeypatch, capsys, trained_run, ["removal"], result)
+    assert "95% t interval" in lines[0]
+    for t, theta in enumerate(result.thresholds):
+        (line,) = [x for x in lines if x.strip().startswith(f"theta {theta:.2f}")]
+        assert _ci_text(result.targeted[t]) in line
+        assert _ci_text(result.random[t]) in line
+        assert _ci_text(result.random[t] - result.targeted[t], signed=True) in line
+
+
+def test_experiment_influencers_prints_t_intervals(trained_run, monkeypatch, capsys):
+    result = _influencer_removal(n_repeats=4)
+    lines = _experiment_output(monkeypatch, capsys, trained_run, ["influencers"], result)
+    assert "95% t interval" in lines[0]
+    full = result.accuracy["full"]
+    for condition in result.CONDITIONS:
+        (line,) = [x for x in lines if x.split(" all ")[0].strip() == condition]
+        for subset in result.SUBSETS:
+            assert _ci_text(result.accuracy[condition][subset]) in line
+        if condition != "full":
+            (drop,) = [x for x in lines if x.strip().startswith(f"full - {condition}")]
+            for subset in result.SUBSETS:
+                paired = full[subset] - result.accuracy[condition][subset]
+                assert _ci_text(paired, signed=True) in drop
+
+
+def test_experiment_with_one_repeat_says_there_are_no_intervals(trained_run, monkeypatch, capsys):
+    lines = _experiment_output(monkeypatch, capsys, trained_run, ["removal"], _marginal_utility(1))
+    assert "no intervals" in lines[0]
+    assert not any("[" in line or "nan" in line for line in lines[1:3])
+
+
+# ---- a closed stdout (tailscope ... | head) ends quietly ---------------------------------
+def _only_warnings(stderr):
+    # A 4-model run warns about undefined memorization; nothing else may reach stderr.
+    for line in stderr.splitlines():
+        assert line.startswith("tailscope: warning:"), stderr
+
+
+class _ClosedPipe:
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_closed_stdout_mid_command_exits_quietly(trained_run, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["estimate", str(trained_run)]) == cli.EXIT_BROKEN_PIPE
+    _only_warnings(capsys.readouterr().err)
+
+
+def test_estimate_into_a_closed_pipe_exits_quietly(trained_run):
+    # The reader closes before reading anything, so the output (buffered, written at the end)
+    # meets a closed pipe every time: no race with how fast the reader is.
+    command = [sys.executable, "-m", "tailscope", "estimate", str(trained_run)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == cli.EXIT_BROKEN_PIPE
+    _only_warnings(err)
+
+
+# ---- help: every command described, every option explained with its default -------------
+def _parsers(parser, name="tailscope"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_command_and_option_has_help_with_its_default():
+    for name, parser in _parsers(cli.build_parser()):
+        assert parser.description, f"{name} has no description"
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue  # the list of commands; each has its own help
+            assert action.help, f"{name} {action.dest} has no help"
+            default = action.default
+            if not action.option_strings or default in (None, [], argparse.SUPPRESS):
+                continue
+            if default is False or "default" in action.help:
+                continue
+            assert f"(default: {default})" in text, f"{name} {action.dest}"
+
+
+def test_demo_help_shows_its_defaults_and_top_level_the_demo_time(capsys):
+    assert main(["demo", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 512)", "(default: 2)", "(default: runs/demo)"):
+        assert default in out
+    assert main(["--help"]) == 0
+    assert "about 1.5 minutes on 2 cores" in " ".join(capsys.readouterr().out.split())

@@ -9,6 +9,8 @@ An interrupted ``train`` keeps every finished model and says how to resume.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 import warnings
@@ -21,8 +23,28 @@ from tailscope.errors import DataError, TailscopeError
 __all__ = ["main"]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help, unless it has no default (None, off,
+    empty) or its help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        no_default = (
+            default is None or default is False or default == [] or default == argparse.SUPPRESS
+        )
+        if not action.option_strings or no_default or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage block) so every failure reads the same."""
+    """argparse with one-line errors (no usage block) so every failure reads the same, and
+    every option's default in its help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -58,6 +80,20 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+_RUN_DIR_HELP = "the run's directory"
+
+
+def _add_pair_thresholds(
+    parser: argparse.ArgumentParser,
+    mem_help: str = "memorization threshold of the pairs' train examples",
+) -> None:
+    """``--infl`` and ``--mem``: the thresholds that select high-influence pairs."""
+    parser.add_argument(
+        "--infl", type=_threshold, default=0.15, help="influence threshold of the pairs"
+    )
+    parser.add_argument("--mem", type=_threshold, default=0.25, help=mem_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tailscope",
@@ -65,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tailscope {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
 
     train = sub.add_parser(
         "train",
@@ -73,22 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create RUN_DIR and train its models, or resume an interrupted run "
         "(omit --dataset to resume with the stored spec).",
     )
-    train.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    train.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
     train.add_argument("--dataset", help="digits | mnist | fashion-mnist | PATH.npz | IDX_DIR")
     train.add_argument("--model", default="mlp", help="built-in recipe: mlp | cnn")
     train.add_argument(
-        "--models",
-        type=_int_at_least(2, "--models"),
-        default=2000,
-        help="number of models K (default 2000)",
+        "--models", type=_int_at_least(2, "--models"), default=2000, help="number of models K"
     )
-    train.add_argument("--ratio", type=_ratio, default=0.7, help="subset ratio m/n (0.7)")
+    train.add_argument("--ratio", type=_ratio, default=0.7, help="subset ratio m/n")
     train.add_argument(
-        "--epochs", type=_int_at_least(1, "--epochs"), help="epochs (recipe default)"
+        "--epochs", type=_int_at_least(1, "--epochs"), help="epochs (default: the recipe's)"
     )
-    train.add_argument("--batch-size", type=_int_at_least(1, "--batch-size"))
-    train.add_argument("--lr", type=float, help="learning rate (recipe default)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--batch-size",
+        type=_int_at_least(1, "--batch-size"),
+        help="examples per SGD step (default: the recipe's)",
+    )
+    train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seeds the subsets, the models and --n-train/--n-test"
+    )
     train.add_argument(
         "--n-train", type=_int_at_least(2, "--n-train"), help="stratified subset of the train split"
     )
@@ -102,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="models trained together in one vectorized step, fixed per run "
         "(default: 16 on a CPU, 128 on a GPU)",
     )
-    train.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     train.add_argument(
         "--precision",
         default="fp32",
         choices=["fp32", "bf16"],
-        help="matrix-product precision (bf16: fp32 master weights)",
+        help="matrix-product precision; bf16 keeps fp32 master weights",
     )
     train.add_argument(
         "--until-se",
@@ -119,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantile",
         type=_threshold,
         default=0.95,
-        help="quantile of the SEs that --until-se applies to (0.95)",
+        help="quantile of the SEs that --until-se applies to",
     )
     train.add_argument(
         "--max-models",
@@ -140,22 +181,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimate memorization and high-influence pairs of a run",
         description="Write memorization.csv and pairs.csv into RUN_DIR and print a summary.",
     )
-    est.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    est.add_argument("--infl", type=_threshold, default=0.15, help="pair threshold (0.15)")
-    est.add_argument("--mem", type=_threshold, default=0.25, help="memorization threshold (0.25)")
+    est.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
+    _add_pair_thresholds(est)
 
     demo = sub.add_parser(
         "demo",
-        help="train and estimate on a bundled real dataset, end to end, in a few minutes",
+        help="train and estimate on a bundled real dataset, end to end, in about 1.5 minutes "
+        "on 2 cores",
+        description="Train the demo's MLPs on 70% subsets of a real dataset, then estimate "
+        "and print what they memorize (what 'train' then 'estimate' do, in one command).",
     )
-    demo.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    demo.add_argument(
+        "--run-dir", type=Path, default=Path("runs/demo"), help="where the demo's run is written"
+    )
     demo.add_argument(
         "--dataset",
         default=None,
         help="dataset (default: a 6,000-example MNIST subset, digits if absent)",
     )
-    demo.add_argument("--models", type=_int_at_least(2, "--models"), default=512)
-    demo.add_argument("--epochs", type=_int_at_least(1, "--epochs"), default=2)
+    demo.add_argument(
+        "--models", type=_int_at_least(2, "--models"), default=512, help="number of models K"
+    )
+    demo.add_argument(
+        "--epochs", type=_int_at_least(1, "--epochs"), default=2, help="epochs per model"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_analysis_commands(sub)
     return parser
@@ -338,10 +387,11 @@ def _add_analysis_commands(sub) -> None:
         description="Render the memorization distribution, high-influence pairs, agreement, "
         "and any finished experiments of RUN_DIR into one HTML file.",
     )
-    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    report.add_argument("-o", "--output", type=Path, default=None, help="(RUN_DIR/report.html)")
-    report.add_argument("--infl", type=_threshold, default=0.15, help="pair threshold (0.15)")
-    report.add_argument("--mem", type=_threshold, default=0.25, help="mem threshold (0.25)")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
+    report.add_argument(
+        "-o", "--output", type=Path, default=None, help="HTML file (default: RUN_DIR/report.html)"
+    )
+    _add_pair_thresholds(report)
     report.add_argument(
         "--released",
         type=Path,
@@ -360,47 +410,63 @@ def _add_analysis_commands(sub) -> None:
         description="Retrain the run's recipe on the full train set minus chosen examples; "
         "the result is saved in RUN_DIR and shown by 'tailscope report'.",
     )
-    kinds = experiment.add_subparsers(dest="experiment", required=True, parser_class=_Parser)
+    kinds = experiment.add_subparsers(
+        dest="experiment", required=True, parser_class=_Parser, metavar="KIND"
+    )
     removal = kinds.add_parser(
         "removal",
         help="remove the examples with mem >= theta vs as many random ones (marginal utility)",
+        description="For each theta, retrain without the train examples with mem >= theta and "
+        "without as many random ones, and compare their test accuracy (the paper's Fig. 2).",
     )
     removal.add_argument(
         "--thresholds",
         type=_thresholds,
         default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        help="comma-separated thetas (0.1,...,0.9)",
+        help="comma-separated thetas (default: 0.1,0.2,...,0.9)",
     )
     influencers = kinds.add_parser(
         "influencers",
         help="remove the train examples of the high-influence pairs vs as many random ones",
+        description="Retrain without the train examples of the high-influence pairs and without "
+        "as many random ones, and compare accuracy on the pairs' test examples and the rest.",
     )
-    influencers.add_argument("--infl", type=_threshold, default=0.15)
-    influencers.add_argument("--mem", type=_threshold, default=0.25)
+    _add_pair_thresholds(influencers)
     for kind in (removal, influencers):
-        kind.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+        kind.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
         kind.add_argument(
             "--repeats",
             type=_int_at_least(1, "--repeats"),
             default=3,
-            help="models per condition (3)",
+            help="models per condition; 2 or more give confidence intervals",
         )
-        kind.add_argument("--seed", type=int, default=0)
-        kind.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+        kind.add_argument(
+            "--seed", type=int, default=0, help="seeds the models and the random removals"
+        )
+        kind.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
         kind.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = sub.add_parser(
         "compare",
         help="agreement of two runs' estimates (or of the two halves of one run)",
-        description="Correlation of memorization, Jaccard of the mem >= 0.25 sets and of the "
+        description="Correlation of memorization, Jaccard of the mem >= MEM sets and of the "
         "pairs, and mean |difference| against its expectation from the SEs. With RUN_B the "
         "result is saved in RUN_A for its report; without, RUN_A's models are split in halves.",
     )
-    compare.add_argument("run_a", type=Path, metavar="RUN_A")
-    compare.add_argument("run_b", type=Path, metavar="RUN_B", nargs="?")
-    compare.add_argument("--infl", type=_threshold, default=0.15)
-    compare.add_argument("--mem", type=_threshold, default=0.25)
-    compare.add_argument("--seed", type=int, default=0, help="seed of the split-half")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="a run's directory")
+    compare.add_argument(
+        "run_b",
+        type=Path,
+        metavar="RUN_B",
+        nargs="?",
+        help="another run's directory (default: split RUN_A's models in halves)",
+    )
+    _add_pair_thresholds(
+        compare, mem_help="memorization threshold of the mem >= MEM sets and of the pairs"
+    )
+    compare.add_argument(
+        "--seed", type=int, default=0, help="seed of the split in halves, without RUN_B"
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -430,29 +496,60 @@ def _experiment(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.experiment == "removal":
         result = run_marginal_utility(run, args.thresholds, **common)
-        print(f"marginal utility ({result.n_repeats} models per condition, 95% t intervals):")
-        for r in result.frame().itertuples(index=False):
-            print(
-                f"  theta {r.theta:.2f}: removed {r.removed:>6d} ({100 * r.fraction_removed:5.2f}%)"
-                f"  acc {100 * r.targeted:.2f}% vs random {100 * r.random:.2f}%"
-                f"  (random - targeted {100 * r.gap:+.2f} pts)"
-            )
+        _print_marginal_utility(result)
         saved = "marginal_utility.json"
     else:
         result = run_remove_influencers(run, infl=args.infl, mem=args.mem, **common)
-        print(
-            f"removing {len(result.influencers)} influencers of {len(result.influenced)} test "
-            f"examples ({result.n_repeats} models per condition):"
-        )
-        for r in result.frame().to_dict("records"):
-            print(
-                f"  {r['condition']:<28} all {100 * r['all']:6.2f}%  influenced "
-                f"{100 * r['influenced']:6.2f}%  rest {100 * r['rest']:6.2f}%"
-            )
+        _print_influencer_removal(result)
         saved = "remove_influencers.json"
     elapsed = time.perf_counter() - start
     print(f"saved {run.path / saved} ({elapsed:.1f} s); 'tailscope report {run.path}' shows it")
     return 0
+
+
+def _intervals_note(n_repeats: int) -> str:
+    if n_repeats < 2:
+        return "1 model per condition, so no intervals (--repeats 2 or more gives them)"
+    return f"{n_repeats} models per condition; mean [95% t interval over the {n_repeats}]"
+
+
+def _percent(mean: float, low: float, high: float, unit: str = "%") -> str:
+    """``mean [low, high]`` in percent (points, signed, for ``unit="pts"``); no interval when it
+    is undefined (one repeat)."""
+    sign = "+" if unit == "pts" else ""
+    text = f"{100 * mean:{sign}.2f}{'' if unit == '%' else ' '}{unit}"
+    if math.isnan(low) or math.isnan(high):
+        return text
+    return f"{text} [{100 * low:{sign}.2f}, {100 * high:{sign}.2f}]"
+
+
+def _print_marginal_utility(result) -> None:
+    """One line per theta: accuracy without the memorized examples, without as many random
+    ones, and their paired difference, each with its 95% t interval over the repeats."""
+    print(f"marginal utility ({_intervals_note(result.n_repeats)}):")
+    for r in result.frame(confidence=0.95).itertuples(index=False):
+        print(
+            f"  theta {r.theta:.2f}: removed {r.removed:>6d} ({100 * r.fraction_removed:5.2f}%)"
+            f"  acc {_percent(r.targeted, r.targeted_low, r.targeted_high)}"
+            f" vs random {_percent(r.random, r.random_low, r.random_high)}"
+            f"  random - targeted {_percent(r.gap, r.gap_low, r.gap_high, 'pts')}"
+        )
+
+
+def _print_influencer_removal(result) -> None:
+    """One line per condition (test accuracy) and per paired drop from ``full`` (points), on
+    all test examples, the influenced ones and the rest, each with its 95% t interval."""
+    print(
+        f"removing {len(result.influencers)} influencers of {len(result.influenced)} test "
+        f"examples ({_intervals_note(result.n_repeats)}):"
+    )
+    for r in result.frame(confidence=0.95).to_dict("records"):
+        unit = "pts" if r["condition"].startswith("full - ") else "%"
+        cells = [
+            f"{subset} {_percent(r[subset], r[f'{subset}_low'], r[f'{subset}_high'], unit)}"
+            for subset in ("all", "influenced", "rest")
+        ]
+        print(f"  {r['condition']:<28} " + "  ".join(cells))
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -490,8 +587,39 @@ ANALYSIS_COMMANDS = {"report": _report, "experiment": _experiment, "compare": _c
 COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo, **ANALYSIS_COMMANDS}
 
 
+#: Exit status when stdout's reader went away: 128 + SIGPIPE (13), what a shell reports for a
+#: Unix tool killed by SIGPIPE (e.g. ``yes | head`` under ``set -o pipefail``).
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tailscope`` console script; returns the exit status."""
+    """Entry point of the ``tailscope`` console script; returns the exit status.
+
+    When stdout is closed early (``tailscope estimate RUN | head``) the command stops quietly
+    with status 141, as Unix tools do: stdout is flushed here so a closed pipe shows up now
+    rather than at interpreter exit, and is then pointed at devnull so Python's final flush
+    cannot complain either (the Python docs' "Note on SIGPIPE").
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced or captured, not a real file
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: --help, --version, or a one-line usage error
@@ -499,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     show, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # stdout's reader went away: main() exits quietly
+        raise
     except (TailscopeError, OSError) as e:
         if args.debug:
             raise
