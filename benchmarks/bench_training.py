@@ -21,6 +21,16 @@ workload (2000 models x 10 epochs) from the measured training and evaluation tim
     python benchmarks/bench_training.py                 # all three workloads
     python benchmarks/bench_training.py --threads 1 --only mnist --models 16 --plain-models 8
     python benchmarks/bench_training.py --device cuda   # on a GPU
+    python benchmarks/bench_training.py --end-to-end    # a whole run in a fresh process
+    python benchmarks/bench_training.py --profile       # where a stacked-MLP step's time goes
+
+``--end-to-end`` times what a user waits for: a fresh ``python`` process that imports
+tailscope, loads MNIST, creates a run (K=48 demo MLPs, 1 epoch, three full chunks of 16) and
+trains it, per precision, against the plain loop on the same data in this process; median of
+3 interleaved repeats. ``--profile`` runs one chunk of 16 MNIST MLPs (20,000 examples, 1
+epoch, then predictions) under ``torch.profiler`` per precision and splits a training step
+into matrix products, casts, the master-weight and momentum update, data movement and the
+rest, plus the time of the predictions.
 
 Run it by hand on a quiet machine: other processes on the same cores distort every number
 (ratios measured in the same run hold up better than absolute rates).
@@ -32,9 +42,15 @@ import argparse
 import dataclasses
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -321,6 +337,155 @@ def run_workload(
         project_demo(work, timings, peaks)
 
 
+# ---- end to end: a whole run in a fresh process ------------------------------------------
+
+#: What ``--end-to-end`` runs in a fresh process (timed from the process's start to its exit).
+END_TO_END_SCRIPT = """
+import sys
+import tailscope as ts
+path, dataset, n_models, per_step, precision = sys.argv[1:6]
+run = ts.Run.create(path, dataset, "mlp", n_models=int(n_models), epochs=1,
+                    models_per_step=int(per_step), precision=precision)
+run.train(progress=False)
+assert run.n_finished == int(n_models)
+"""
+
+
+def end_to_end_run(dataset: str, n_models: int, per_step: int, precision: str) -> float:
+    """Seconds of a fresh process that creates and trains a run of ``n_models`` demo MLPs."""
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as folder:
+        command = [
+            sys.executable,
+            "-c",
+            END_TO_END_SCRIPT,
+            str(Path(folder, "run")),
+            dataset,
+            str(n_models),
+            str(per_step),
+            precision,
+        ]
+        start = time.perf_counter()
+        subprocess.run(command, check=True)
+        return time.perf_counter() - start
+
+
+def end_to_end(args: argparse.Namespace, device: torch.device) -> None:
+    """Engine runs end to end (fresh process, data loading and store included) against the
+    plain loop in this process, median of ``args.repeats`` interleaved repeats."""
+    if device.type != "cpu":
+        raise SystemExit("--end-to-end measures the CPU path")
+    mnist = ts.datasets.load(args.mnist)
+    work = make_workload("MNIST demo MLP, 1 epoch", get_recipe("mlp", epochs=1), mnist, 16)
+    n_models, per_step = args.e2e_models, args.models
+    times: dict[str, list[float]] = defaultdict(list)
+    for repeat in range(args.repeats):
+        print(f"[end to end] repeat {repeat + 1}/{args.repeats} ...", flush=True)
+        plain = plain_loop(work, args.plain_models, device)
+        times["plain loop"].append(plain.seconds / plain.models)
+        for precision in args.precisions:
+            seconds = end_to_end_run(args.mnist, n_models, per_step, precision)
+            times[f"engine {precision}"].append(seconds / n_models)
+    plain_rate = 1 / statistics.median(times["plain loop"])
+    print(
+        f"\nend to end: {n_models} models in chunks of {per_step} (a fresh process: start, "
+        f"import, MNIST, store, training); plain loop: {args.plain_models} models in this "
+        f"process; median of {args.repeats} repeats"
+    )
+    print(f"{'trainer':<14}{'models/min':>12}{'x plain':>9}{'s per run':>11}  all repeats (s/run)")
+    for name, per_model in times.items():
+        rate = 1 / statistics.median(per_model)
+        runs = n_models if name != "plain loop" else args.plain_models
+        each = ", ".join(f"{runs * t:.1f}" for t in per_model)
+        print(f"{name:<14}{60 * rate:>12.1f}{rate / plain_rate:>9.2f}{runs / rate:>11.1f}  {each}")
+
+
+# ---- profile: where a training step's time goes -------------------------------------------
+
+#: aten ops that are matrix products.
+PRODUCTS = {
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::baddbmm_",
+    "aten::mm",
+    "aten::addmm",
+    "aten::matmul",
+}
+#: aten ops that only convert dtypes.
+CASTS = {"aten::copy_", "aten::_to_copy"}
+#: The engine's ``record_function`` scopes (see ``train_stacked_mlp``).
+SCOPES = ("tailscope.gather", "tailscope.forward_backward", "tailscope.update", "tailscope.predict")
+
+
+def _category(event) -> str:
+    """What one aten op of a profiled chunk was doing."""
+    scope = event.cpu_parent
+    while scope is not None and not scope.name.startswith("tailscope."):
+        scope = scope.cpu_parent
+    where = scope.name if scope is not None else ""
+    if where == "tailscope.predict":
+        return "predictions"
+    if where == "tailscope.update":
+        return "master-weight update + bf16 copy" if event.name in CASTS else "master-weight update"
+    if where == "tailscope.gather":
+        return "data movement"
+    if event.name in PRODUCTS:
+        return "matrix products"
+    if event.name in CASTS:
+        return "casts"
+    return "other element-wise" if where else "set-up"
+
+
+def profile_step(args: argparse.Namespace, device: torch.device) -> None:
+    """Per precision: a profiled chunk of 16 MNIST MLPs, its self time by category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    data = ts.datasets.load(args.mnist, n_train=20_000, n_test=1_000, random_state=0)
+    work = make_workload("MNIST 20k, demo MLP, 1 epoch", get_recipe("mlp", epochs=1), data, 16)
+    steps = int(np.ceil(int(work.masks[0].sum()) / work.recipe.batch_size))
+    rows = {}
+    for precision in args.precisions:
+        engine(work, 2, device, precision)  # warm up this precision's kernels
+        wall = engine(work, 16, device, precision).seconds
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            engine(work, 16, device, precision)
+        seconds: dict[str, float] = defaultdict(float)
+        for event in prof.events():
+            if event.name.startswith("aten::"):
+                seconds[_category(event)] += event.self_cpu_time_total / 1e6
+        rows[precision] = (wall, seconds)
+    categories = [
+        "matrix products",
+        "casts",
+        "master-weight update",
+        "master-weight update + bf16 copy",
+        "data movement",
+        "other element-wise",
+    ]
+    print(
+        f"\nprofile: one chunk of 16 MLPs, {steps} steps of batch {work.recipe.batch_size}, then "
+        f"predictions on {len(work.y_train) + len(work.y_test):,} examples; self CPU time "
+        "(summed over threads' ops as torch.profiler sees them; unprofiled wall beside)"
+    )
+    header = f"{'':<34}" + "".join(f"{p:>22}" for p in rows)
+    print(header)
+    print("-" * len(header))
+    print(f"{'unprofiled wall (s)':<34}" + "".join(f"{w:>22.2f}" for w, _ in rows.values()))
+    for name in ["per training step (ms)", *categories]:
+        cells = []
+        for _, seconds in rows.values():
+            step_total = sum(seconds[c] for c in categories)
+            if name.startswith("per training step"):
+                cells.append(f"{1e3 * step_total / steps:>22.2f}")
+            else:
+                share = seconds[name] / step_total if step_total else float("nan")
+                cells.append(f"{1e3 * seconds[name] / steps:>12.2f} ms {share:>6.0%}")
+        print(f"{name:<34}" + "".join(cells))
+    print(
+        f"{'predictions (s, whole chunk)':<34}"
+        + "".join(f"{s['predictions']:>22.2f}" for _, s in rows.values())
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, default=16, help="models per engine run")
@@ -338,11 +503,22 @@ def main() -> None:
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
     )
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="time whole runs in fresh processes against the plain loop (median of --repeats, "
+        "at least 3)",
+    )
+    parser.add_argument("--e2e-models", type=int, default=48, help="models per end-to-end run")
+    parser.add_argument(
+        "--profile", action="store_true", help="split a stacked-MLP step's time by category"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
+    print(cpu_description())
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, device {device}"
@@ -355,6 +531,14 @@ def main() -> None:
     warm_up(device, args.precisions)
     print(f"matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     print(_load_average())
+    if args.end_to_end or args.profile:
+        if args.end_to_end:
+            args.repeats = max(args.repeats, 3)
+            end_to_end(args, device)
+        if args.profile:
+            profile_step(args, device)
+        print(_load_average())
+        return
 
     if args.only in (None, "mnist"):
         mnist = ts.datasets.load(args.mnist)
@@ -388,6 +572,27 @@ def main() -> None:
         )
         run_workload(work, cnn_args, peaks, device, vmap=True, project=False)
     print(_load_average())
+
+
+#: CPU flags that decide which kernels run (fp32 vs native bf16 products).
+FLAGS_THAT_MATTER = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the flags that matter here, from /proc/cpuinfo (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"cpu: {platform.processor() or platform.machine()}"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line and line.strip())
+    model = fields.get("model name\t", fields.get("model name", "?")).strip()
+    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+    present = [f for f in FLAGS_THAT_MATTER if f in flags]
+    native = ts.engine.precision.bf16_is_native("cpu")
+    return (
+        f"cpu: {model}, {os.cpu_count()} logical CPUs; flags: {' '.join(present) or 'none'}; "
+        f"native bf16: {'yes' if native else 'no'}"
+    )
 
 
 def _load_average() -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tailscope as ts
+from tailscope.engine import precision
 
 
 def tiny_mlp(shape, n_classes):
@@ -15,6 +16,17 @@ def tiny_mlp(shape, n_classes):
     return torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(d, 32), torch.nn.ReLU(), torch.nn.Linear(32, n_classes)
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fp32_unless_asked():
+    """``precision="auto"`` (the default) resolves to fp32 in every test, so that the suite
+    means the same on CPUs with and without native bf16; tests of bf16 ask for it, and tests
+    of ``auto`` patch :func:`~tailscope.engine.precision.bf16_is_native` themselves.
+    Session-scoped, so that it holds for module- and session-scoped fixtures too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 import tailscope as ts
 from tailscope import cli
 from tailscope.cli import main
+from tailscope.engine import precision
 from tailscope.errors import DataError
 from tailscope.experiments import InfluencerRemoval, MarginalUtility, interval
 
@@ -205,6 +207,22 @@ def test_train_until_se(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stopped: SE target reached" in out
     assert 0 < int(np.load(path / "done.npy").sum()) < 64
+
+
+def test_resuming_keeps_the_runs_precision_and_refuses_another(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "r"
+    create = ["train", str(path), "--dataset", "digits", "--n-train", "100", "--n-test", "40"]
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
+    small = ["--models", "4", "--epochs", "1", "--models-per-step", "2", "--max-models", "2"]
+    assert main([*create, *small, "--quiet"]) == 0
+    assert "in bf16 (cpu multiplies bfloat16 natively)" in capsys.readouterr().out
+    assert json.loads((path / "spec.json").read_text())["precision"] == "bf16"
+    line = _one_line_error(capsys, ["train", str(path), "--precision", "fp32"], "bf16", "fp32")
+    assert "precision" in line
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
+    assert main(["train", str(path), "--precision", "auto", "--quiet"]) == 0  # never a conflict
+    assert "2 of 4 models of mlp on cpu in bf16 (emulated" in capsys.readouterr().out
+    assert json.loads((path / "spec.json").read_text())["precision"] == "bf16"
 
 
 def test_models_per_step_defaults_to_the_devices_step_size():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 import torch
 
 import tailscope as ts
+from rounding import assert_same_up_to_rounding
 from tailscope.data import features
 from tailscope.errors import DataError, TailscopeError
 from tailscope.execute import get_executor
@@ -80,8 +82,8 @@ def local_run(tmp_path_factory, digits):
 
 @contextlib.contextmanager
 def _torch_threads(n: int):
-    """One thread trains this tiny MLP fastest (and rows do not depend on the count: see
-    test_rows_do_not_depend_on_the_task_thread_count)."""
+    """One thread, as each Ray task here: a cluster run equals a local one bit for bit only
+    with the same threads per task (other counts: round-off, see tests/rounding.py)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -207,7 +209,7 @@ def test_unreachable_head_fails_fast_with_one_line(tmp_path, digits):
 
 
 @needs_ray
-def test_rows_do_not_depend_on_the_task_thread_count(digits):
+def test_rows_depend_on_the_task_thread_count_only_through_rounding(digits):
     from tailscope.execute.ray import _train_chunk
 
     plan = ts.SubsetPlan.random(2, digits.n_train, ratio=0.7, random_state=0)
@@ -223,8 +225,9 @@ def test_rows_do_not_depend_on_the_task_thread_count(digits):
     )
     with _torch_threads(torch.get_num_threads()):  # the task sets it; restore it after
         one, two = (_train_chunk(job, np.arange(2), threads) for threads in (1, 2))
-    for name in OUTPUTS:
-        assert np.array_equal(one[name], two[name]), name
+    # Other thread counts split products differently: the same models up to round-off.
+    steps = 10 * math.ceil(plan.subset_size / RECIPE.batch_size)
+    assert_same_up_to_rounding(one, two, "fp32", steps)
 
 
 # ---- on the loopback cluster -------------------------------------------------------------------

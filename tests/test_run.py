@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import tailscope as ts
+from tailscope.engine import precision
 from tailscope.errors import DataError, SpecMismatchError
 from tailscope.estimate import UndefinedEstimateWarning
 from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
@@ -87,6 +88,20 @@ def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, dig
         ts.Run.create(tmp_path / "r", other, tiny_recipe, n_models=8, seed=0, models_per_step=4)
 
 
+def test_auto_precision_is_resolved_once_and_recorded(tmp_path, digits, tiny_recipe, monkeypatch):
+    spec = {"n_models": 4, "seed": 0, "models_per_step": 2}
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
+    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, **spec)  # precision="auto"
+    assert run.precision == run.spec["precision"] == "bf16"
+    # On a machine without native bf16, reopening with auto keeps what was resolved.
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
+    again = ts.Run.create(tmp_path / "r", digits, tiny_recipe, **spec)
+    assert again.precision == "bf16"
+    assert ts.Run.create(tmp_path / "other", digits, tiny_recipe, **spec).precision == "fp32"
+    with pytest.raises(SpecMismatchError, match="precision: stored 'bf16', requested 'fp32'"):
+        ts.Run.create(tmp_path / "r", digits, tiny_recipe, precision="fp32", **spec)
+
+
 def test_builtin_run_reopens_without_data_or_recipe(tmp_path):
     data = ts.datasets.load("digits", n_train=200, n_test=50, random_state=1)
     run = ts.Run.create(tmp_path / "r", data, "mlp", n_models=4, epochs=1, models_per_step=2)
@@ -124,7 +139,8 @@ from conftest import tiny_mlp
 data = ts.datasets.load("digits", n_train=300, n_test=100, random_state=0)
 recipe = ts.Recipe(name="tiny-mlp", build=tiny_mlp, epochs={epochs}, batch_size=32, lr=0.1,
                    momentum=0.9)
-run = ts.Run.create(sys.argv[1], data, recipe, n_models=24, seed=5, models_per_step=2)
+run = ts.Run.create(sys.argv[1], data, recipe, n_models=24, seed=5, models_per_step=2,
+                    precision="fp32")
 run.train(progress=False)
 """
 

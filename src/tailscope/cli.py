@@ -146,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     train.add_argument(
         "--precision",
-        default="fp32",
-        choices=["fp32", "bf16"],
-        help="matrix-product precision; bf16 keeps fp32 master weights",
+        default=None,
+        choices=["auto", "fp32", "bf16"],
+        help="matrix-product precision, fixed when the run is created; bf16 keeps fp32 "
+        "master weights (default: auto, bf16 where the device has native bf16, else fp32; "
+        "a resumed run keeps its own)",
     )
     train.add_argument(
         "--until-se",
@@ -225,6 +227,11 @@ def _train(args: argparse.Namespace) -> int:
         if not (run_dir / "spec.json").exists():
             raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
         run = Run.open(run_dir)
+        if args.precision not in (None, "auto", run.precision):
+            raise DataError(
+                f"{run_dir} was created with precision {run.precision}; --precision "
+                f"{args.precision} differs (omit it to resume in {run.precision})"
+            )
     else:
         data = load(args.dataset, n_train=args.n_train, n_test=args.n_test, random_state=args.seed)
         run = Run.create(
@@ -238,7 +245,8 @@ def _train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             models_per_step=args.models_per_step or _default_models_per_step(args.device),
-            precision=args.precision,
+            precision=args.precision or "auto",
+            device=args.device,
         )
     options = {"address": args.address} if args.executor == "ray" else {}
     if args.address and args.executor != "ray":
@@ -264,6 +272,11 @@ def _default_models_per_step(device: str) -> int:
 def _train_run(run, device: str, quiet: bool, executor: str = "local", **options) -> int:
     start = time.perf_counter()
     before = run.n_finished
+    if before < run.n_models:
+        print(
+            f"{run.path}: training {run.n_models - before} of {run.n_models} models of "
+            f"{run.spec['recipe']['name']} on {device} in {_precision_note(run, device)}"
+        )
     try:
         run.train(executor=executor, device=device, progress=not quiet, **options)
     except KeyboardInterrupt:
@@ -282,6 +295,19 @@ def _train_run(run, device: str, quiet: bool, executor: str = "local", **options
         f"({trained} trained in {elapsed:.1f} s){why.get(reason, '')}"
     )
     return 0
+
+
+def _precision_note(run, device: str) -> str:
+    """``bf16`` or ``fp32``, and why: how ``auto`` resolved, or that it was asked for."""
+    from tailscope.engine.precision import bf16_is_native
+
+    precision = run.precision
+    native = bf16_is_native(device)
+    if precision == "bf16" and not native:
+        return f"bf16 (emulated on {device}: slower than fp32)"
+    if precision == "bf16":
+        return f"bf16 ({device} multiplies bfloat16 natively)"
+    return "fp32" + ("" if native else f" ({device} has no native bf16)")
 
 
 def _estimate(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tailscope import __version__
 from tailscope.data import Dataset, features, load, load_source, resolve_scaling
-from tailscope.engine import PRECISIONS
+from tailscope.engine.precision import resolve_precision
 from tailscope.errors import DataError, RunStoreError, SpecMismatchError
 from tailscope.execute import Executor, TrainingJob, get_executor
 from tailscope.models import Recipe, get_recipe
@@ -83,7 +83,8 @@ class Run:
         lr: float | None = None,
         scaling: str = "auto",
         models_per_step: int = DEFAULT_MODELS_PER_STEP,
-        precision: str = "fp32",
+        precision: str = "auto",
+        device: str = "cpu",
     ) -> Run:
         """Create a run, or reopen it if ``path`` already holds a run with this same spec.
 
@@ -100,8 +101,11 @@ class Run:
                 so that a resumed run trains exactly the same chunks, each model beside the
                 same companions. 16 suits a CPU; a GPU keeps gaining up to ~128 (what the
                 command line picks with ``--device cuda``).
-            precision: ``"fp32"``, or ``"bf16"`` matrix products with float32 master weights
-                (about twice as fast on CPUs with AVX-512 bf16; part of the spec).
+            precision: ``"auto"`` (bf16 where ``device`` multiplies bfloat16 natively: a CPU
+                with AVX512-BF16 or AMX, a CUDA GPU with bf16; else fp32), ``"fp32"``, or
+                ``"bf16"`` matrix products with float32 master weights. Resolved once, here,
+                and recorded in the spec; reopening with ``"auto"`` keeps the stored value.
+            device: the torch device the run will train on, for resolving ``"auto"``.
 
         Raises:
             SpecMismatchError: ``path`` holds a run created with a different spec.
@@ -117,8 +121,10 @@ class Run:
             raise DataError(f"n_models must be at least 2, got {n_models}")
         if not isinstance(models_per_step, int | np.integer) or models_per_step < 1:
             raise DataError(f"models_per_step must be a positive integer, got {models_per_step}")
-        if precision not in PRECISIONS:
-            raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        path = Path(path)
+        stored = _stored_spec(path)
+        if precision == "auto" and stored is not None:
+            precision = stored.get("precision", "fp32")  # resolved when it was created
         spec = {
             "format": 1,
             "version": __version__,
@@ -130,9 +136,8 @@ class Run:
             "subset_size": subset_size(data.n_train, ratio),
             "seed": int(seed),
             "models_per_step": int(models_per_step),
-            "precision": precision,
+            "precision": resolve_precision(precision, device),
         }
-        path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunStoreError(f"run directory {path} exists and is not a directory")
         if (path / "spec.json").exists():
@@ -211,6 +216,11 @@ class Run:
     @property
     def n_models(self) -> int:
         return self.store.n_models
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``, as resolved when the run was created."""
+        return self.spec.get("precision", "fp32")
 
     @property
     def n_finished(self) -> int:
@@ -301,7 +311,7 @@ class Run:
             tqdm(
                 total=limit,
                 initial=min(self.n_finished, limit),
-                desc=f"training {self.spec['recipe']['name']}",
+                desc=f"training {self.spec['recipe']['name']} ({self.precision})",
                 unit="model",
                 disable=not progress or not chunks,
                 dynamic_ncols=True,
@@ -336,7 +346,7 @@ class Run:
             masks=np.asarray(self.store.masks),
             seeds=np.asarray(self.store.seeds),
             device=device,
-            precision=self.spec.get("precision", "fp32"),
+            precision=self.precision,
         )
 
     def _check_target(self, target: StandardErrorTarget) -> dict[str, object]:
@@ -363,6 +373,13 @@ class Run:
                 f"{self.path} has {self.n_finished} finished models; need at least 2 to estimate"
             )
         return Estimates.from_store(self.store)
+
+
+def _stored_spec(path: Path) -> dict | None:
+    """The spec of the run at ``path``, or None where there is no run yet."""
+    if not (path / "spec.json").exists():
+        return None
+    return RunStore.open(path).spec
 
 
 def _check_same(store: RunStore, what: str, stored: object, given: object) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from tailscope.errors import DataError
 
@@ -192,6 +191,8 @@ class Dataset:
             if size < 2 or size > len(y):
                 raise DataError(f"n_{split} must be in [2, {len(y)}], got {size}")
             stratify = y if size >= self.n_classes and len(y) - size >= self.n_classes else None
+            from sklearn.model_selection import train_test_split  # ~0.8 s to import
+
             keep, _ = train_test_split(
                 np.arange(len(y)),
                 train_size=int(size),

@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from tailscope.data.dataset import Dataset
 from tailscope.data.idx import read_idx
@@ -148,6 +146,9 @@ def _builtin_name(name_or_path: str | os.PathLike) -> str | None:
 
 
 def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits  # ~0.8 s to import: only when needed
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     images = digits.images.astype(np.float32)  # (1797, 8, 8), integer values 0..16
     labels = digits.target

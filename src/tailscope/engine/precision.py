@@ -2,27 +2,40 @@
 
 - ``"fp32"``: everything in float32.
 - ``"bf16"``: matrix products take bfloat16 inputs (weights, activations, gradients of
-  activations); weights, their gradients and the optimizer state stay float32, and the
-  softmax / cross-entropy runs in float32. The stacked-MLP trainer does this by hand; the
-  generic trainers run their forward passes under :func:`torch.autocast`, which applies the
-  same rule op by op.
+  activations) and accumulate in float32; weights, their gradients and the optimizer state
+  stay float32, and the softmax / cross-entropy runs in float32. The stacked-MLP trainer
+  does this by hand; the generic trainers run their forward passes under
+  :func:`torch.autocast`, which applies the same rule op by op.
+- ``"auto"``: bf16 where the device multiplies bfloat16 natively (a CUDA GPU for which
+  ``torch.cuda.is_bf16_supported(including_emulation=False)``; a CPU with AVX512-BF16 or
+  AMX), fp32 elsewhere. A run resolves it once, when it is created (:func:`resolve_precision`),
+  and records the result.
 
-bfloat16 pays off where the hardware multiplies it natively (CUDA GPUs from Ampere on, CPUs
-with AVX512-BF16 or AMX). Elsewhere the CPU emulates it, slower than float32, and
-:func:`check_precision` says so once.
+bfloat16 pays off only where the hardware multiplies it natively. Elsewhere the CPU
+emulates it, slower than float32, and :func:`check_precision` says so once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 
 from tailscope.errors import DataError
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "compute_dtype", "cpu_has_native_bf16"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "bf16_is_native",
+    "check_precision",
+    "compute_dtype",
+    "fp32_products_in_bf16",
+    "resolve_precision",
+]
 
+#: What a model trains in; ``"auto"`` is resolved to one of these before training.
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -31,28 +44,46 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX).
+def bf16_is_native(device: torch.device | str = "cpu") -> bool:
+    """True when ``device`` multiplies bfloat16 in hardware.
 
-    Asks torch's CPU feature probes; where they do not exist (other torch versions or
-    architectures), assumes yes and stays quiet.
+    CUDA: ``torch.cuda.is_bf16_supported(including_emulation=False)`` (False when CUDA is
+    not usable here). CPU: torch's probes for AVX512-BF16 or AMX tiles; False where torch
+    has no such probe (other architectures), so that ``"auto"`` never picks an emulated
+    bf16. Other devices: False.
     """
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    found = [getattr(torch.cpu, name, None) for name in probes]
-    if not any(callable(probe) for probe in found):
-        return True
-    return any(probe() for probe in found if callable(probe))
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        with torch.cuda.device(device):
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return False
+
+
+def resolve_precision(precision: object, device: torch.device | str = "cpu") -> str:
+    """``precision`` as ``"fp32"`` or ``"bf16"``: ``"auto"`` becomes bf16 exactly where
+    :func:`bf16_is_native` holds for ``device``."""
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise DataError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    return str(precision)
 
 
 _warned_emulated = False
 
 
 def check_precision(precision: object, device: torch.device) -> str:
-    """Validate ``precision``; warn once per process when bf16 would be emulated on a CPU."""
+    """Validate a resolved ``precision``; warn once per process when bf16 would be emulated
+    on a CPU."""
     global _warned_emulated
     if precision not in PRECISIONS:
         raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+    if precision == "bf16" and device.type == "cpu" and not bf16_is_native(device):
         if not _warned_emulated:
             warnings.warn(
                 "precision='bf16': this CPU has no native bfloat16 instructions (AVX512-BF16 "
@@ -71,3 +102,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     except RuntimeError as err:  # a device type autocast does not know
         raise DataError(f"precision='bf16' is not supported on device {device}: {err}") from err
+
+
+@contextlib.contextmanager
+def fp32_products_in_bf16() -> Iterator[None]:
+    """Inside, CPU float32 matrix products may round their inputs to bfloat16 and accumulate
+    in float32 (oneDNN's bf16 "fpmath" mode: native on CPUs with AVX512-BF16 or AMX,
+    emulated on other AVX-512 CPUs; elsewhere torch keeps exact float32 products). For
+    inputs that already hold bf16 values every variant computes the same thing, a bf16
+    product accumulated in float32 (bf16 x bf16 products are exact in float32), which is
+    how the stacked-MLP trainer accumulates weight gradients straight into its float32
+    momentum. The setting is process-wide; it is restored on exit.
+    """
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before

@@ -24,21 +24,23 @@ Model j, layer l, in "x @ W + b" form: ``W_l[j] = Linear.weight.T`` (d_l, d_{l+1
 
 With ``precision="bf16"`` the matrix products take bfloat16 copies of the weights and
 activations; the master weights, their gradients and the momentum stay float32 (see
-:mod:`tailscope.engine.precision`). Evaluation runs without autograd, as batched products of
-each chunk of examples (shared by the k models as a broadcast view) with every model's
-weights, which ran 10-20% faster than one wide GEMM ``[rows, d_0] @ [d_0, k * d_1]``.
+:mod:`tailscope.engine.precision`). On a CPU the weight-gradient products accumulate
+straight into the float32 momentum too: their bf16-valued inputs are held as float32 and
+multiplied in oneDNN's bf16 mode (:func:`~tailscope.engine.precision.fp32_products_in_bf16`),
+so a bf16 step makes the same single pass over the momentum as an fp32 step instead of
+writing a bf16 product and adding it in two more passes. Evaluation runs without autograd,
+as batched products of each chunk of examples (shared by the k models as a broadcast view)
+with every model's weights, which ran 10-20% faster than one wide GEMM
+``[rows, d_0] @ [d_0, k * d_1]``.
 
-A model's rows do not depend on the other models of its chunk, bit for bit on a CPU with
-MKL (tested): the batched GEMMs compute each model's product on its own (a chunk of one
-model is padded with a copy, because MKL threads a lone product differently), the
-element-wise ops act on each model's slice alike, evaluation visits the examples in chunks
-of a fixed size, and the flat parameter tensor's length is a multiple of 64, so the fused
-update never takes its scalar tail. On other devices a model's rows may differ between
-chunks by float round-off.
+A model's rows depend on its chunk only through float round-off: batched products may
+split their work differently for other batch sizes, thread counts or instruction sets. The
+chunks of a run are fixed, so a resumed run repeats exactly the same computation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from itertools import islice, pairwise
@@ -46,10 +48,11 @@ from itertools import islice, pairwise
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from tailscope.engine.data import DeviceData
 from tailscope.engine.outputs import ModelOutputs, record_predictions
-from tailscope.engine.precision import compute_dtype
+from tailscope.engine.precision import compute_dtype, fp32_products_in_bf16
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
 
@@ -169,6 +172,12 @@ class StackedMLP:
     def n_layers(self) -> int:
         return len(self.widths) - 1
 
+    @property
+    def accumulates_in_fp32(self) -> bool:
+        """Whether the weight-gradient products must run inside
+        :func:`~tailscope.engine.precision.fp32_products_in_bf16` (bf16 on a CPU)."""
+        return self._accumulate_in_fp32
+
     def make_optimizer(self, recipe: Recipe) -> HeavyBallSGD | torch.optim.SGD:
         """The recipe's SGD over the flat parameter tensor, as one fused update.
 
@@ -205,10 +214,21 @@ class StackedMLP:
         self._minus_one = torch.full((k, batch, 1), -1.0, device=device)
         low_precision = dtype != torch.float32
         self._grad_logits_lp = buffer(widths[-1]) if low_precision else None
-        largest = max(a * b for a, b in pairwise(widths))
-        self._grad_weight_lp = (
-            torch.empty(k * largest, dtype=dtype, device=device) if low_precision else None
-        )
+        # Low-precision weight gradients: on a CPU, float32 copies of each product's bf16
+        # inputs (multiplied in bf16 mode, accumulated into the float32 momentum); on other
+        # devices a bf16 product, added to the float32 gradient afterwards.
+        self._accumulate_in_fp32 = low_precision and device.type == "cpu"
+        self._inputs32 = self._grads32 = self._grad_weight_lp = None
+        if self._accumulate_in_fp32:
+            widest = max(widths)
+
+            def buffer32() -> Tensor:
+                return torch.empty(k * batch * widest, dtype=torch.float32, device=device)
+
+            self._inputs32, self._grads32 = buffer32(), buffer32()
+        elif low_precision:
+            largest = max(a * b for a, b in pairwise(widths))
+            self._grad_weight_lp = torch.empty(k * largest, dtype=dtype, device=device)
 
     def gather(self, x_train: Tensor, y_train: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """Every model's minibatch: rows ``index`` (k * b,) of ``x_train`` (n, d_0) and
@@ -250,6 +270,9 @@ class StackedMLP:
     def _weight_gradient(self, layer: int, a_in: Tensor, grad_out: Tensor) -> None:
         """``G_l = decay G_l + a_l^T dz_l`` into the float32 gradient (decay 0: overwrite)."""
         target, decay = self.grad_weights[layer], self._grad_decay
+        if self._accumulate_in_fp32:  # inside fp32_products_in_bf16: bf16 products
+            a_in = _take(self._inputs32, a_in.shape).copy_(a_in)
+            grad_out = _take(self._grads32, grad_out.shape).copy_(grad_out)
         if self._grad_weight_lp is None:
             if decay:
                 target.baddbmm_(a_in.transpose(1, 2), grad_out, beta=decay)
@@ -377,18 +400,6 @@ def train_stacked_mlp(
     checked :func:`uses_stacked_mlp`. ``progress(k)`` is called after every step.
     """
     k = len(seeds)
-    if k == 1 and data.device.type == "cpu":
-        # MKL threads a lone matrix product differently from a batch of them: train a copy
-        # beside the model, so that it comes out exactly as in any larger chunk.
-        def half(steps: int) -> None:
-            if progress is not None:
-                progress(steps // 2)
-
-        pair = train_stacked_mlp(
-            recipe, data, masks[[0, 0]], seeds[[0, 0]], precision=precision, progress=half
-        )
-        return pair.select(slice(0, 1))
-
     modules = [init_model(recipe, data.feature_shape, data.n_classes, seed) for seed in seeds]
     widths = mlp_widths(modules[0], data.feature_shape)
     dtype = compute_dtype(precision)
@@ -399,19 +410,26 @@ def train_stacked_mlp(
     optimizer = net.make_optimizer(recipe)
     x_train = data.x_train.reshape(len(data.x_train), -1).to(dtype)  # (n, d_0)
 
-    for order in islice(member_orders(masks, seeds), recipe.epochs):
-        order_t = torch.from_numpy(order).to(data.device)  # (k, m): one transfer per epoch
-        for start in range(0, m, batch):
-            x, y = net.gather(x_train, data.y_train, order_t[:, start : start + batch].reshape(-1))
-            net.forward_backward(x, y)
-            optimizer.step()
-            net.refresh_lp()
-            if progress is not None:
-                progress(k)
+    products = fp32_products_in_bf16() if net.accumulates_in_fp32 else contextlib.nullcontext()
+    with products:
+        for order in islice(member_orders(masks, seeds), recipe.epochs):
+            order_t = torch.from_numpy(order).to(data.device)  # (k, m): one transfer an epoch
+            for start in range(0, m, batch):
+                members = order_t[:, start : start + batch].reshape(-1)
+                with record_function("tailscope.gather"):
+                    x, y = net.gather(x_train, data.y_train, members)
+                with record_function("tailscope.forward_backward"):
+                    net.forward_backward(x, y)
+                with record_function("tailscope.update"):
+                    optimizer.step()
+                    net.refresh_lp()
+                if progress is not None:
+                    progress(k)
 
     rows = _eval_rows(data.device, k, widths, dtype)
     net.prepare_eval(rows)
     x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype)
-    correct_train, margin_train = record_predictions(net.logits, x_train, data.y_train, k, rows)
-    correct_test, margin_test = record_predictions(net.logits, x_test, data.y_test, k, rows)
+    with record_function("tailscope.predict"):
+        correct_train, margin_train = record_predictions(net.logits, x_train, data.y_train, k, rows)
+        correct_test, margin_test = record_predictions(net.logits, x_test, data.y_test, k, rows)
     return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
