@@ -100,8 +100,7 @@ def main() -> None:
         print(f"{name:6s} trained {args.models} models in {time.perf_counter() - start:.0f} s")
 
     mem = {
-        name: ts.estimate.memorization(masks, out.correct_train)[0]
-        for name, out in outputs.items()
+        name: ts.estimate.memorization(masks, out.correct_train)[0] for name, out in outputs.items()
     }
     accuracy = {name: 100 * out.correct_test.mean() for name, out in outputs.items()}
     both = ~np.isnan(mem["fp32"]) & ~np.isnan(mem["fp32'"]) & ~np.isnan(mem["bf16"])

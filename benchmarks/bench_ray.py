@@ -1,6 +1,6 @@
 """Ray's overhead on one machine: the same run trained locally and on a loopback Ray cluster.
 
-It starts a Ray head on 127.0.0.1 (:class:`~tailscope.execute.ray_head.LoopbackHead`, which
+It starts a Ray head on 127.0.0.1 (``LoopbackHead`` of ``tests/ray_head.py``, which
 stops only what it started), then trains the same run spec (same masks, seeds, chunks)
 ``--repeat`` times each way and prints the minimum wall time of each:
 
@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 import tailscope as ts
-from tailscope.execute.ray_head import LOOPBACK_ENV, LoopbackHead
-from tailscope.store import OUTPUTS
+from tailscope.engine import ModelOutputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ray_head import LOOPBACK_ENV, LoopbackHead
 
 # Both the head and this driver; set before Ray is first imported (it reads them then;
 # tailscope imports it only when a Ray executor is made).
@@ -100,10 +102,8 @@ def main() -> None:
                     if reference is None:
                         reference = run
                     else:
-                        for out in OUTPUTS:
-                            if not np.array_equal(
-                                run.store.outputs[out], reference.store.outputs[out]
-                            ):
+                        for out in ModelOutputs.ROWS:
+                            if not np.array_equal(run.store.rows(out), reference.store.rows(out)):
                                 sys.exit(f"{name}: {out} differs from the local run")
                 shutil.rmtree(root)
                 root.mkdir()

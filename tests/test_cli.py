@@ -14,7 +14,7 @@ import pytest
 import tailscope as ts
 from tailscope import cli
 from tailscope.cli import main
-from tailscope.engine import precision
+from tailscope.engine import default_models_per_step, precision
 from tailscope.errors import DataError
 from tailscope.experiments import InfluencerRemoval, MarginalUtility, interval
 
@@ -64,7 +64,17 @@ def test_train_then_estimate_writes_tables(trained_run, capsys):
     assert list(mem.columns) == ["index", "label", "mem", "mem_se"]
     assert len(mem) == 200
     pairs = pd.read_csv(trained_run / "pairs.csv")
-    assert list(pairs.columns) == ["train", "test", "label", "infl", "infl_se", "mem", "mem_se"]
+    assert list(pairs.columns) == [
+        "train_index",
+        "test_index",
+        "train_pos",
+        "test_pos",
+        "label",
+        "infl",
+        "infl_se",
+        "mem",
+        "mem_se",
+    ]
     assert (pairs["infl"] >= 0.2).all() and (pairs["mem"] >= 0.1).all()
 
 
@@ -128,10 +138,30 @@ def test_spec_mismatch_keeps_what_was_trained(trained_run, capsys):
     _one_line_error(
         capsys,
         [TRAIN[0], str(trained_run), *TRAIN[1:], "--seed", "3"],
-        "seed: stored 0, requested 3",
+        "seed: stored 0, given 3",
     )
     assert np.array_equal(np.load(trained_run / "correct_test.npy"), before)
-    assert np.load(trained_run / "done.npy").all()
+    assert ts.Run.open(trained_run, writable=False).n_finished == 4
+
+
+def test_resume_with_a_conflicting_option_names_both_values(trained_run, capsys):
+    for option, value, stored in (
+        ("--epochs", "5", "epochs: stored 1, given 5"),
+        ("--models", "8", "n_models: stored 4, given 8"),
+        ("--model", "cnn", "model: stored 'mlp', given 'cnn'"),
+        ("--ratio", "0.5", "ratio: stored (0.7,), given (0.5,)"),
+    ):
+        _one_line_error(capsys, ["train", str(trained_run), option, value], stored)
+    # Options that may differ between sessions apply; the same settings are no conflict.
+    argv = ["train", str(trained_run), "--models", "4", "--max-models", "4", "--quiet"]
+    assert main([*argv, "--device", "cpu", "--precision", "auto"]) == 0
+
+
+def test_status_says_where_a_run_stands(trained_run, capsys):
+    assert main(["status", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "models 4/4 finished" in out and "precision fp32" in out
+    assert "last training stopped: all_models" in out and "results:" in out
 
 
 def _npz(path, **overrides):
@@ -206,7 +236,7 @@ def test_train_until_se(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "stopped: SE target reached" in out
-    assert 0 < int(np.load(path / "done.npy").sum()) < 64
+    assert 0 < ts.Run.open(path, writable=False).n_finished < 64
 
 
 def test_resuming_keeps_the_runs_precision_and_refuses_another(tmp_path, capsys, monkeypatch):
@@ -225,12 +255,14 @@ def test_resuming_keeps_the_runs_precision_and_refuses_another(tmp_path, capsys,
     assert json.loads((path / "spec.json").read_text())["precision"] == "bf16"
 
 
-def test_models_per_step_defaults_to_the_devices_step_size():
-    # Picked at creation from --device (no GPU needed to check the choice).
-    assert cli._default_models_per_step("cpu") == 16
-    assert cli._default_models_per_step("cuda:1") == 128
-    with pytest.raises(DataError, match="--device"):
-        cli._default_models_per_step("nonsense")
+def test_models_per_step_defaults_to_the_devices_step_size(tmp_path, digits):
+    # Picked at creation from the device (no GPU needed to check the choice).
+    assert default_models_per_step("cpu") == 16
+    assert default_models_per_step("cuda:1") == 128
+    spec = ts.RunSpec.new(digits, ts.get_recipe("mlp"), device="cuda")
+    assert spec.models_per_step == 128 and spec.device == "cuda"
+    with pytest.raises(DataError, match="--device 'x' is not a torch device"):
+        main(["--debug", "train", str(tmp_path / "r"), "--dataset", "digits", "--device", "x"])
 
 
 # ---- experiment results print the intervals their header promises -----------------------
@@ -273,7 +305,7 @@ def _ci_text(values, signed=False):
 def _experiment_output(monkeypatch, capsys, run_dir, argv, result):
     import tailscope.experiments as experiments
 
-    name = "run_marginal_utility" if argv[0] == "removal" else "run_remove_influencers"
+    name = "marginal_utility" if argv[0] == "removal" else "remove_influencers"
     monkeypatch.setattr(experiments, name, lambda *args, **kwargs: result)
     assert main(["experiment", *argv, str(run_dir), "--quiet"]) == 0
     return capsys.readouterr().out.splitlines()

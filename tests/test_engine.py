@@ -16,9 +16,9 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from rounding import assert_same_up_to_rounding
-from tailscope.engine import ModelOutputs, stacked_mlp, train_models
+from tailscope.engine import PROB_UNIT, ModelOutputs, stacked_mlp, train_models
 from tailscope.engine import precision as precision_module
-from tailscope.engine.outputs import true_class_margin
+from tailscope.engine.outputs import logit_margin, record_predictions, true_class_margin
 from tailscope.engine.precision import bf16_is_native as real_bf16_is_native
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.engine.stacked_mlp import HeavyBallSGD, mlp_widths, uses_stacked_mlp
@@ -249,6 +249,57 @@ def test_true_class_margin_is_true_logit_minus_best_other():
             expected[k, i] = z[k, i, y[i]] - others.max()
     np.testing.assert_allclose(true_class_margin(logits, y).numpy(), expected, rtol=1e-6)
     assert expected[0, 0] == 0
+
+
+def test_logit_margin_is_the_logit_of_the_true_class_probability():
+    logits = torch.randn(3, 40, 6) * 8
+    y = torch.randint(0, 6, (40,))
+    phi = logit_margin(logits, y)
+    p_true = torch.softmax(logits.double(), dim=-1).gather(-1, y.expand(3, 40)[..., None])[..., 0]
+    torch.testing.assert_close(torch.sigmoid(phi.double()), p_true, rtol=1e-5, atol=1e-6)
+    # No cancellation for confident models: z_y - logsumexp of the others, exactly.
+    confident = torch.tensor([[[60.0, 0.0, -3.0]]])
+    expected = 60.0 - math.log(1 + math.exp(-3.0))
+    assert logit_margin(confident, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_record_predictions_rows_and_probability_sums_match_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    k, n, c = 4, 30, 5
+    logits = torch.randn(k, n, c, generator=generator) * 3
+    y = torch.randint(0, c, (n,), generator=generator)
+    out_of_subset = torch.rand(k, n, generator=generator) < 0.4
+    x = torch.arange(n)  # the "features": row numbers, so predict can look the logits up
+    rows = record_predictions(lambda chunk: logits[:, chunk], x, y, k, 7, c, out_of_subset)
+    z = logits.numpy()
+    np.testing.assert_array_equal(rows["predicted"], z.argmax(-1))
+    np.testing.assert_array_equal(rows["correct"], z.argmax(-1) == y.numpy())
+    assert rows["predicted"].dtype == np.int16 and rows["phi"].dtype == np.float16
+    units = np.round(torch.softmax(logits, -1).numpy() / PROB_UNIT).astype(np.int64)
+    expected = (units * out_of_subset.numpy()[..., None]).sum(axis=0)
+    np.testing.assert_array_equal(rows["prob_sum"], expected)
+    all_models = record_predictions(lambda chunk: logits[:, chunk], x, y, k, 7, c)["prob_sum"]
+    np.testing.assert_array_equal(all_models, units.sum(axis=0))
+
+
+def test_outputs_sum_the_probabilities_of_the_models_that_held_each_example_out(
+    eight_models, half_masks, digits_xy
+):
+    held_out = (~half_masks).sum(axis=0)
+    # Each model's rounded probabilities add up to 1 within C/2 units of 2**-20.
+    totals = eight_models.prob_sum_train.sum(axis=1) * PROB_UNIT
+    np.testing.assert_allclose(totals, held_out, atol=5 * 8 * PROB_UNIT)
+    assert np.allclose(
+        eight_models.prob_sum_test.sum(axis=1) * PROB_UNIT, 8, atol=5 * 8 * PROB_UNIT
+    )
+    # The most probable class out of sample is mostly the one the held-out models predict.
+    agree = eight_models.prob_sum_test.argmax(axis=1) == np.apply_along_axis(
+        lambda col: np.bincount(col, minlength=10).argmax(), 0, eight_models.predicted_test
+    )
+    assert agree.mean() > 0.9
+    np.testing.assert_array_equal(
+        eight_models.predicted_test == digits_xy[3], eight_models.correct_test
+    )
 
 
 def test_torch_inputs_give_the_same_models_as_numpy(digits_xy):

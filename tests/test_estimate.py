@@ -212,27 +212,29 @@ def test_influence_matches_brute_force(tmp_path, chunk_size):
     assert dense.shape == (23, 19) and dense.dtype == np.float32
     np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(result.dense, dense)
-    np.testing.assert_array_equal(result.train_index, np.arange(23))
+    np.testing.assert_array_equal(result.train_pos, np.arange(23))
 
     top = result.top_k
-    assert top.index.shape == top.value.shape == top.se.shape == (19, k)
-    assert top.index.dtype == np.int64 and top.value.dtype == top.se.dtype == np.float32
+    assert top.train_pos.shape == top.value.shape == top.se.shape == (19, k)
+    assert top.train_pos.dtype == np.int64 and top.value.dtype == top.se.dtype == np.float32
     for j in range(19):
         # Exactly the plain sort of this column's (float32) values, ties to the lower index.
-        np.testing.assert_array_equal(top.index[j], ranked(dense[:, j], np.arange(23), k))
-        np.testing.assert_array_equal(top.value[j], dense[top.index[j], j])
-        np.testing.assert_allclose(top.se[j], expected_se[top.index[j], j], atol=1e-6)
+        np.testing.assert_array_equal(top.train_pos[j], ranked(dense[:, j], np.arange(23), k))
+        np.testing.assert_array_equal(top.value[j], dense[top.train_pos[j], j])
+        np.testing.assert_allclose(top.se[j], expected_se[top.train_pos[j], j], atol=1e-6)
 
     pairs = result.pairs
     train, test = np.nonzero(dense >= threshold)
     assert len(pairs) == len(train) > 0
-    assert set(zip(pairs.train, pairs.test, strict=True)) == set(zip(train, test, strict=True))
-    np.testing.assert_array_equal(pairs.infl, dense[pairs.train, pairs.test])
-    np.testing.assert_allclose(pairs.se, expected_se[pairs.train, pairs.test], atol=1e-6)
-    order = np.lexsort((pairs.train, -pairs.infl, pairs.test))
+    assert set(zip(pairs.train_pos, pairs.test_pos, strict=True)) == set(
+        zip(train, test, strict=True)
+    )
+    np.testing.assert_array_equal(pairs.infl, dense[pairs.train_pos, pairs.test_pos])
+    np.testing.assert_allclose(pairs.se, expected_se[pairs.train_pos, pairs.test_pos], atol=1e-6)
+    order = np.lexsort((pairs.train_pos, -pairs.infl, pairs.test_pos))
     np.testing.assert_array_equal(order, np.arange(len(pairs)))  # (test, -infl, train)
     frame = pairs.to_frame()
-    assert list(frame.columns) == ["train", "test", "infl", "infl_se"]
+    assert list(frame.columns) == ["train_pos", "test_pos", "infl", "infl_se"]
     assert len(frame) == len(pairs)
 
 
@@ -246,17 +248,17 @@ def test_influence_train_index_restricts_rows_and_keeps_global_indices(tmp_path)
         correct_test,
         top_k=3,
         threshold=0.1,
-        train_index=rows,
+        train_pos=rows,
         dense_path=tmp_path / "part.npy",
         chunk_size=3,
     )
-    np.testing.assert_array_equal(part.train_index, rows)
+    np.testing.assert_array_equal(part.train_pos, rows)
     np.testing.assert_array_equal(part.dense, full.dense[rows])
     for j in range(9):
-        np.testing.assert_array_equal(part.top_k.index[j], ranked(full.dense[:, j], rows, 3))
-    keep = np.isin(full.pairs.train, rows)
-    np.testing.assert_array_equal(part.pairs.train, full.pairs.train[keep])
-    np.testing.assert_array_equal(part.pairs.test, full.pairs.test[keep])
+        np.testing.assert_array_equal(part.top_k.train_pos[j], ranked(full.dense[:, j], rows, 3))
+    keep = np.isin(full.pairs.train_pos, rows)
+    np.testing.assert_array_equal(part.pairs.train_pos, full.pairs.train_pos[keep])
+    np.testing.assert_array_equal(part.pairs.test_pos, full.pairs.test_pos[keep])
     np.testing.assert_array_equal(part.pairs.se, full.pairs.se[keep])
 
 
@@ -280,11 +282,11 @@ def test_influence_is_identical_across_chunk_sizes_and_count_paths(monkeypatch):
     monkeypatch.delattr(torch, "_int_mm")  # forces the float32 path
     results.append(run(7))
     for result in results:
-        for name in ("index", "value", "se"):
+        for name in ("train_pos", "value", "se"):
             np.testing.assert_array_equal(
                 getattr(result.top_k, name), getattr(reference.top_k, name)
             )
-        for name in ("train", "test", "infl", "se"):
+        for name in ("train_pos", "test_pos", "infl", "se"):
             np.testing.assert_array_equal(
                 getattr(result.pairs, name), getattr(reference.pairs, name)
             )
@@ -295,8 +297,10 @@ def test_influence_ties_go_to_the_lower_train_index():
     masks, _, correct_test = random_runs(rng, 20, 8, 6)
     masks = np.repeat(masks, 3, axis=1)  # rows 3i, 3i+1, 3i+2 are identical
     result = influence(masks, correct_test, top_k=3, chunk_size=4)
-    assert np.all(result.top_k.index[:, 0] % 3 == 0)
-    np.testing.assert_array_equal(result.top_k.index[:, 1:], result.top_k.index[:, :1] + [1, 2])
+    assert np.all(result.top_k.train_pos[:, 0] % 3 == 0)
+    np.testing.assert_array_equal(
+        result.top_k.train_pos[:, 1:], result.top_k.train_pos[:, :1] + [1, 2]
+    )
 
 
 @pytest.mark.parametrize("max_tie_factor", [0, 10**9])
@@ -313,7 +317,7 @@ def test_influence_top_k_exact_under_heavy_ties(monkeypatch, tmp_path, max_tie_f
         )
     for j in range(6):
         expected = ranked(result.dense[:, j], np.arange(300), 5)
-        np.testing.assert_array_equal(result.top_k.index[j], expected)
+        np.testing.assert_array_equal(result.top_k.train_pos[j], expected)
 
 
 def test_influence_nan_rows_are_left_out_with_one_warning(tmp_path):
@@ -337,18 +341,18 @@ def test_influence_nan_rows_are_left_out_with_one_warning(tmp_path):
     assert np.isnan(result.dense[[1, 5]]).all()
     assert np.isfinite(np.delete(result.dense, [1, 5], axis=0)).all()
     # 7 rows have an estimate: top-9 is padded with -1 / NaN.
-    assert np.all(result.top_k.index[:, 7:] == -1)
+    assert np.all(result.top_k.train_pos[:, 7:] == -1)
     assert np.isnan(result.top_k.value[:, 7:]).all() and np.isnan(result.top_k.se[:, 7:]).all()
-    assert not np.isin(result.top_k.index[:, :7], [1, 5, -1]).any()
-    assert len(result.pairs) == 7 * 4 and not np.isin(result.pairs.train, [1, 5]).any()
+    assert not np.isin(result.top_k.train_pos[:, :7], [1, 5, -1]).any()
+    assert len(result.pairs) == 7 * 4 and not np.isin(result.pairs.train_pos, [1, 5]).any()
 
 
 def test_influence_empty_train_index_gives_empty_results():
     rng = np.random.default_rng(16)
     masks, _, correct_test = random_runs(rng, 10, 9, 4)
-    result = influence(masks, correct_test, top_k=2, threshold=0.0, train_index=[])
+    result = influence(masks, correct_test, top_k=2, threshold=0.0, train_pos=[])
     assert len(result.pairs) == 0 and len(result.pairs.to_frame()) == 0
-    assert np.all(result.top_k.index == -1)
+    assert np.all(result.top_k.train_pos == -1)
 
 
 def test_influence_progress_bar_and_device_argument(capsys):
@@ -357,7 +361,7 @@ def test_influence_progress_bar_and_device_argument(capsys):
     quiet = influence(masks, correct_test, top_k=2, chunk_size=4)
     shown = influence(masks, correct_test, top_k=2, chunk_size=4, device="cpu", progress=True)
     assert "influence" in capsys.readouterr().err
-    np.testing.assert_array_equal(quiet.top_k.index, shown.top_k.index)
+    np.testing.assert_array_equal(quiet.top_k.train_pos, shown.top_k.train_pos)
     assert quiet.pairs is None and quiet.dense is None
 
 
@@ -385,13 +389,13 @@ def test_influence_planted_pairs_within_standard_errors():
     full = influence(masks, correct_test, threshold=-1.0)
     estimate = np.full((n_train, n_test), np.nan)
     se = np.full((n_train, n_test), np.nan)
-    estimate[full.pairs.train, full.pairs.test] = full.pairs.infl
-    se[full.pairs.train, full.pairs.test] = full.pairs.se
+    estimate[full.pairs.train_pos, full.pairs.test_pos] = full.pairs.infl
+    se[full.pairs.train_pos, full.pairs.test_pos] = full.pairs.se
     # 480 estimates: P(any |z| > 5) is about 480 * 5.7e-7 under the truth.
     assert np.all(np.abs(estimate - truth) <= 5 * se)
     for j, i in planted.items():
-        assert result.top_k.index[j, 0] == i
-    found = set(zip(result.pairs.train.tolist(), result.pairs.test.tolist(), strict=True))
+        assert result.top_k.train_pos[j, 0] == i
+    found = set(zip(result.pairs.train_pos.tolist(), result.pairs.test_pos.tolist(), strict=True))
     assert found == {(i, j) for j, i in planted.items()}  # noise SE ~0.03, 0.2 is > 6 SE
 
 
@@ -402,7 +406,7 @@ def test_influence_standard_error_matches_simulation():
     masks = rng.random((n_models, 2)) < 0.5
     in_subset = masks[:, :1]
     correct_test = rng.random((n_models, n_replicates)) < np.where(in_subset, p_in, p_out)
-    pairs = influence(masks, correct_test, threshold=-1.0, train_index=[0]).pairs
+    pairs = influence(masks, correct_test, threshold=-1.0, train_pos=[0]).pairs
     assert len(pairs) == n_replicates
     empirical_variance = pairs.infl.astype(np.float64).var(ddof=1)
     reported_variance = np.mean(pairs.se.astype(np.float64) ** 2)
@@ -428,10 +432,10 @@ def test_influence_standard_error_matches_simulation():
         ({"threshold": "high"}, "threshold must be a number"),
         ({"top_k": 1, "chunk_size": 0}, "chunk_size must be >= 1"),
         ({"top_k": 1, "chunk_size": 2.0}, "chunk_size must be a positive integer"),
-        ({"top_k": 1, "train_index": [0, 10]}, "train_index must lie in"),
-        ({"top_k": 1, "train_index": [1, 1]}, "train_index has duplicate"),
-        ({"top_k": 1, "train_index": [[1]]}, "train_index must be 1-D"),
-        ({"top_k": 1, "train_index": [0.5]}, "train_index must hold integers"),
+        ({"top_k": 1, "train_pos": [0, 10]}, "train_pos must lie in"),
+        ({"top_k": 1, "train_pos": [1, 1]}, "train_pos has duplicate"),
+        ({"top_k": 1, "train_pos": [[1]]}, "train_pos must be 1-D"),
+        ({"top_k": 1, "train_pos": [0.5]}, "train_pos must hold integers"),
         ({}, "at least one of top_k, threshold or dense_path"),
     ],
 )
@@ -460,7 +464,7 @@ def test_influence_rejects_bad_arrays():
     # 0/1 numbers are as good as booleans
     as_numbers = influence(masks.astype(np.float32), correct_test.astype(np.int64), top_k=2)
     as_bools = influence(masks, correct_test, top_k=2)
-    np.testing.assert_array_equal(as_numbers.top_k.index, as_bools.top_k.index)
+    np.testing.assert_array_equal(as_numbers.top_k.train_pos, as_bools.top_k.train_pos)
 
 
 # --- influence: memory -----------------------------------------------------------------------
@@ -481,7 +485,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = influence(masks, correct, top_k=5, threshold=0.3, chunk_size=512)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert result.top_k.index.shape == (n_test, 5)
+    assert result.top_k.train_pos.shape == (n_test, 5)
     print((after - before) * 1024)
     """
 )
@@ -510,8 +514,8 @@ def test_influence_reads_read_only_memmaps_quietly_and_prints_briefly(tmp_path):
         warnings.simplefilter("error")  # e.g. torch's "non-writable NumPy array" warning
         result = influence(read_only, correct_test, top_k=3, threshold=0.5)
     expected = influence(masks, correct_test, top_k=3, threshold=0.5)
-    np.testing.assert_array_equal(result.top_k.index, expected.top_k.index)
+    np.testing.assert_array_equal(result.top_k.train_pos, expected.top_k.train_pos)
     assert (
         repr(result)
-        == f"InfluenceResult(train_index=(50,), top_k=(20, 3), pairs={len(result.pairs)})"
+        == f"InfluenceResult(train_pos=(50,), top_k=(20, 3), pairs={len(result.pairs)})"
     )

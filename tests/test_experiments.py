@@ -9,10 +9,12 @@ drop on the influenced test examples when the copies are removed.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -20,9 +22,6 @@ import tailscope as ts
 from tailscope.errors import DataError, DatasetNotAvailableError
 from tailscope.estimate import UndefinedEstimateWarning
 from tailscope.experiments import (
-    AGREEMENT_FILE,
-    INFLUENCERS_FILE,
-    MARGINAL_UTILITY_FILE,
     InfluencerRemoval,
     MarginalUtility,
     agreement,
@@ -39,8 +38,6 @@ from tailscope.experiments import (
     released_test_size,
     removal_masks,
     remove_influencers,
-    run_marginal_utility,
-    run_remove_influencers,
     split_half,
 )
 
@@ -81,7 +78,8 @@ def planted_run(planted, tmp_path_factory):
     path = tmp_path_factory.mktemp("planted") / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedEstimateWarning)
-        return ts.Run.create(path, planted, RECIPE, n_models=64, seed=0).train(progress=False)
+        run = ts.Run.create(path, planted, RECIPE, n_models=64, seed=0, models_per_step=16)
+        return run.train(progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -106,17 +104,17 @@ def test_planted_examples_are_the_most_memorized(planted_estimates):
 
 def test_planted_pairs_are_high_influence_pairs(planted_estimates):
     pairs = planted_estimates.high_influence_pairs(infl=0.15, mem=0.25)
-    found = set(zip(pairs["train"], pairs["test"], strict=True))
+    found = set(zip(pairs["train_index"], pairs["test_index"], strict=True))
     assert set(DUPLICATES) <= found
     planted = pairs[
-        [(t, s) in set(DUPLICATES) for t, s in zip(pairs.train, pairs.test, strict=True)]
+        [(t, s) in set(DUPLICATES) for t, s in zip(pairs.train_pos, pairs.test_pos, strict=True)]
     ]
     assert np.all(planted["infl"] - 4 * planted["infl_se"] > 0.5)
     # The mislabeled example has no test copy, so no pair may come from its label flip alone
     # with an influence as strong as the planted copies'.
     strongest = pairs.nlargest(len(DUPLICATES), "infl")
-    assert set(zip(strongest.train, strongest.test, strict=True)) == set(DUPLICATES)
-    summary = pair_summary(pairs["train"], pairs["test"], n_test=100)
+    assert set(zip(strongest.train_pos, strongest.test_pos, strict=True)) == set(DUPLICATES)
+    summary = pair_summary(pairs["train_index"], pairs["test_index"], n_test=100)
     assert summary["pairs"] == len(pairs) >= len(DUPLICATES)
 
 
@@ -189,8 +187,8 @@ def test_mirror_pairs_count_the_noise_pairs():
     assert len(flipped) == mirror
     # Pairs of one train example share its mask, so compare per-row count differences,
     # which are close to independent across rows.
-    per_row = np.bincount(selected["train"], minlength=300) - np.bincount(
-        flipped.train, minlength=300
+    per_row = np.bincount(selected["train_pos"], minlength=300) - np.bincount(
+        flipped.train_pos, minlength=300
     )
     se = np.sqrt(300) * per_row.std(ddof=1)
     assert len(selected) > 100 and abs(len(selected) - mirror) < 5 * se
@@ -221,9 +219,9 @@ def test_planted_pairs_stand_above_the_noise_floor(planted_estimates):
 def test_released_pairs_reproduce_the_papers_summary(name, paper):
     path = REFERENCE / name
     pairs = load_released_pairs(path)
-    assert list(pairs.columns) == ["train", "test", "infl", "mem"]
+    assert list(pairs.columns) == ["train_index", "test_index", "infl", "mem"]
     assert (pairs["infl"] >= 0.15).all() and (pairs["mem"] >= 0.25).all()
-    row = pair_summary(pairs["train"], pairs["test"], released_test_size(path))
+    row = pair_summary(pairs["train_index"], pairs["test_index"], released_test_size(path))
     assert row["pairs"] == paper[0]
     assert row["unique_test"] == paper[1]
     assert row["unique_test_pct"] == pytest.approx(paper[2], abs=0.005)
@@ -236,7 +234,7 @@ def test_released_pair_file_format(tmp_path):
     good = tmp_path / "cifar100_mine.npz"
     np.savez(good, tr_idx=[5, 6], tt_idx=[1, 1], infl=[0.2, 0.9], mem=[0.3, 0.8])
     pairs = load_released_pairs(good)
-    assert pairs["train"].tolist() == [6, 5]  # sorted by decreasing influence
+    assert pairs["train_index"].tolist() == [6, 5]  # sorted by decreasing influence
     assert released_test_size(good) == 10_000
     assert released_test_size(tmp_path / "other.npz") is None
     bad = tmp_path / "bad.npz"
@@ -278,21 +276,19 @@ def test_interval():
     assert np.isnan(interval([0.5])["low"])
 
 
-def _planted_features(planted):
-    x_train, x_test = ts.datasets.features(planted)
-    return x_train, planted.y_train, x_test, planted.y_test
-
-
-def test_marginal_utility_removing_the_memorized_copies_costs_their_test_twins(planted):
+def _planted_run(planted, planted_run):
     torch.set_num_threads(1)
+    return ts.Run.open(planted_run.path, data=planted, model=RECIPE)
+
+
+def test_marginal_utility_removing_the_memorized_copies_costs_their_test_twins(
+    planted, planted_run
+):
+    run = _planted_run(planted, planted_run)
     mem = np.zeros(planted.n_train)
     mem[[i for i, _ in DUPLICATES]] = 1.0
     mem[-1] = np.nan  # never removed
-    saved = []
-    result = marginal_utility(
-        RECIPE, *_planted_features(planted), mem, [0.5, 1.5], n_repeats=3, callback=saved.append
-    )
-    assert len(saved) == 2 and len(saved[0].thresholds) == 1
+    result = marginal_utility(run, [0.5, 1.5], mem=mem, n_repeats=3)
     assert result.n_removed.tolist() == [len(DUPLICATES), 0]
     row = result.frame().iloc[0]
     # Without its train copy each relabelled test twin is misclassified; random removal of
@@ -301,18 +297,19 @@ def test_marginal_utility_removing_the_memorized_copies_costs_their_test_twins(p
     # Removing nothing reuses the full-set models: identical accuracies.
     np.testing.assert_array_equal(result.targeted[1], result.baseline)
     np.testing.assert_array_equal(result.random[1], result.baseline)
-    again = MarginalUtility.from_dict(result.to_dict())
+    again = MarginalUtility.from_dict(run.store.load_result("marginal_utility"))
     np.testing.assert_array_equal(again.targeted, result.targeted)
     with pytest.raises(DataError, match="mem must have shape"):
-        marginal_utility(RECIPE, *_planted_features(planted), mem[:-1], [0.5])
-    with pytest.raises(DataError, match="n_repeats must be"):
-        marginal_utility(RECIPE, *_planted_features(planted), mem, [0.5], n_repeats=0)
+        marginal_utility(run, [0.5], mem=mem[:-1])
+    with pytest.raises(DataError, match="n_repeats must be an integer >= 1"):
+        marginal_utility(run, [0.5], mem=mem, n_repeats=0)
 
 
-def test_removing_the_influencers_drops_only_the_influenced(planted):
-    torch.set_num_threads(1)
+def test_removing_the_influencers_drops_only_the_influenced(planted, planted_run):
+    run = _planted_run(planted, planted_run)
     tr, te = np.array(DUPLICATES).T
-    result = remove_influencers(RECIPE, *_planted_features(planted), tr, te, n_repeats=3)
+    pairs = pd.DataFrame({"train_pos": tr, "test_pos": te})
+    result = remove_influencers(run, pairs=pairs, n_repeats=3)
     acc = result.accuracy
     assert result.n_repeats == 3 and result.influenced.tolist() == sorted(te)
     # Trained on S the twins are right; without their copies they are wrong.
@@ -325,21 +322,53 @@ def test_removing_the_influencers_drops_only_the_influenced(planted):
     again = InfluencerRemoval.from_dict(result.to_dict())
     np.testing.assert_array_equal(again.accuracy["full"]["all"], acc["full"]["all"])
     with pytest.raises(DataError, match="no pairs"):
-        remove_influencers(RECIPE, *_planted_features(planted), [], [], n_repeats=1)
+        remove_influencers(run, pairs=pairs.iloc[:0], n_repeats=1)
 
 
 def test_experiments_on_a_run_are_saved_into_it(planted, planted_run):
-    torch.set_num_threads(1)
-    run = ts.Run.open(planted_run.path, data=planted, model=RECIPE)
+    run = _planted_run(planted, planted_run)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedEstimateWarning)
-        mu = run_marginal_utility(run, [0.9], n_repeats=2)
-        inf = run_remove_influencers(run, n_repeats=2)
-    assert run.store.read_json(MARGINAL_UTILITY_FILE)["n_removed"] == mu.n_removed.tolist()
+        mu = marginal_utility(run, [0.9], n_repeats=2)
+        inf = remove_influencers(run, n_repeats=2)
+    assert run.store.load_result("marginal_utility")["n_removed"] == mu.n_removed.tolist()
     assert mu.n_removed[0] >= len(DUPLICATES) + 1  # the planted examples, at least
-    record = run.store.read_json(INFLUENCERS_FILE)
+    record = run.store.load_result("remove_influencers")
     assert record["n_models_estimated"] == 64
     assert {i for i, _ in DUPLICATES} <= set(inf.influencers.tolist())
+
+
+def test_a_bf16_runs_experiments_retrain_in_bf16_through_the_given_executor(planted, tmp_path):
+    class Recording:
+        def __init__(self) -> None:
+            self.jobs = []
+
+        def run(self, job, chunks, on_chunk, progress=None):
+            self.jobs.append((job.precision, [len(c) for c in chunks]))
+            ts.execute.LocalExecutor().run(job, chunks, on_chunk, progress)
+
+    torch.set_num_threads(1)
+    recipe = dataclasses.replace(RECIPE, epochs=2)
+    run = ts.Run.create(
+        tmp_path / "r", planted, recipe, n_models=8, models_per_step=4, precision="bf16"
+    )
+    executor = Recording()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 may be emulated on this CPU; undefined mem
+        run.train(progress=False, executor=executor)
+        marginal_utility(
+            run, [0.5], mem=np.ones(planted.n_train) * 0.0, n_repeats=2, executor=executor
+        )
+        tr, te = np.array(DUPLICATES).T
+        remove_influencers(
+            run,
+            pairs=pd.DataFrame({"train_pos": tr, "test_pos": te}),
+            n_repeats=2,
+            executor=executor,
+        )
+    # Training, then the removal experiment (2 full-set models: nothing has mem >= 0.5),
+    # then the influencers (3 conditions x 2 repeats, chunked by subset size).
+    assert executor.jobs == [("bf16", [4, 4]), ("bf16", [2]), ("bf16", [2, 4])]
 
 
 # ---- agreement ---------------------------------------------------------------------------------
@@ -373,7 +402,7 @@ def test_split_half_finds_the_planted_structure_in_both_halves(planted_estimates
         a, b = split_half(planted_estimates, random_state=0)
         row = agreement(a, b)
         pairs = [
-            set(zip(h.high_influence_pairs().train, h.high_influence_pairs().test, strict=True))
+            set(zip(*h.high_influence_pairs()[["train_pos", "test_pos"]].to_numpy().T, strict=True))
             for h in (a, b)
         ]
     assert a.n_models == b.n_models == 32
@@ -396,7 +425,7 @@ def test_compare_runs_saves_into_the_first_run(planted, planted_run, tmp_path):
         run = ts.Run.open(planted_run.path, data=planted, model=RECIPE)
         row = compare_runs(run, other)
         compare_runs(run, other)  # comparing again replaces, never duplicates
-    saved = run.store.read_json(AGREEMENT_FILE)["comparisons"]
+    saved = run.store.load_result("agreement")["comparisons"]
     assert len(saved) == 1 and saved[0]["other"] == str(other.path)
     assert saved[0]["jaccard_pairs"] == row["jaccard_pairs"] > 0
     digits = ts.datasets.load("digits", n_train=300, n_test=100, random_state=0)

@@ -26,12 +26,12 @@ import pytest
 import torch
 
 import tailscope as ts
+from ray_head import LOOPBACK_ENV, LoopbackHead, free_port
 from rounding import assert_same_up_to_rounding
 from tailscope.data import features
+from tailscope.engine import ModelOutputs
 from tailscope.errors import DataError, TailscopeError
 from tailscope.execute import get_executor
-from tailscope.execute.ray_head import LOOPBACK_ENV, LoopbackHead, free_port
-from tailscope.store import OUTPUTS
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
@@ -99,8 +99,12 @@ def _new_run(path, digits):
 def _assert_same_results(run, reference):
     assert run.n_finished == reference.n_finished == SPEC["n_models"]
     assert np.array_equal(run.store.masks, reference.store.masks)
-    for name in OUTPUTS:
-        assert np.array_equal(run.store.outputs[name], reference.store.outputs[name]), name
+    for name in ModelOutputs.ROWS:
+        assert np.array_equal(run.store.rows(name), reference.store.rows(name)), name
+    for ours, theirs in zip(
+        run.store.oos_probabilities(), reference.store.oos_probabilities(), strict=True
+    ):
+        assert np.array_equal(ours, theirs, equal_nan=True)
     with warnings.catch_warnings():  # 12 models leave a few examples in every subset
         warnings.simplefilter("ignore", ts.estimate.UndefinedEstimateWarning)
         ours, theirs = run.estimate(), reference.estimate()
@@ -220,13 +224,14 @@ def test_rows_depend_on_the_task_thread_count_only_through_rounding(digits):
         digits.y_train,
         x_test,
         digits.y_test,
+        digits.n_classes,
         plan.masks,
         plan.seeds,
     )
     with _torch_threads(torch.get_num_threads()):  # the task sets it; restore it after
         one, two = (_train_chunk(job, np.arange(2), threads) for threads in (1, 2))
     # Other thread counts split products differently: the same models up to round-off.
-    steps = 10 * math.ceil(plan.subset_size / RECIPE.batch_size)
+    steps = 10 * math.ceil(int(plan.masks[0].sum()) / RECIPE.batch_size)
     assert_same_up_to_rounding(one, two, "fp32", steps)
 
 

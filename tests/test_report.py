@@ -1,8 +1,9 @@
-"""The HTML report and the analysis commands of the CLI.
+"""The run's analysis, its HTML report and the analysis commands of the CLI.
 
-The report must be one self-contained file (every image a data URI, nothing fetched), escape
-every string that comes from data, show the experiments a run has, and render in headless
-Chromium with every image decoded and no error.
+The numbers are checked on :func:`tailscope.experiments.analyze`'s result; the report must
+render them as one self-contained file (every image a data URI, nothing fetched), escape
+every string that comes from data, and render in headless Chromium with every image decoded
+and no error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import tailscope as ts
 from tailscope.cli import main
 from tailscope.estimate import UndefinedEstimateWarning
+from tailscope.experiments import analyze, mirror_pair_count, pair_summary, split_half
 from tailscope.report import render_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,7 +90,54 @@ def _quiet_report(run, **options):
         return render_report(run, **options)
 
 
-# ---- content ----------------------------------------------------------------------------------
+def _quiet_analysis(run, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        return analyze(run, **options)
+
+
+# ---- the analysis ------------------------------------------------------------------------------
+def test_the_analysis_holds_every_table_the_report_shows(digits_run, tmp_path):
+    released = tmp_path / "paper_like.npz"
+    np.savez(
+        released, tr_idx=[1, 2, 2], tt_idx=[7, 7, 8], infl=[0.2, 0.3, 0.5], mem=[0.3, 0.9, 0.9]
+    )
+    result = _quiet_analysis(digits_run, infl=0.1, mem=0.1, released=[released], gallery_size=5)
+    est = result.estimates
+    overview = result.overview
+    assert overview["models"] == 16 and overview["ratios"] == [0.7]
+    assert overview["precision"] == "fp32" and overview["analysis_ratio"] == 0.7
+    assert overview["test_accuracy"] == pytest.approx(np.mean(est.correct_test))
+    assert overview["worst_se"] == pytest.approx(np.sqrt(0.25 / (0.7 * 16) + 0.25 / (0.3 * 16)))
+    assert result.noisy  # 16 models: an SE of up to 0.27
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        assert result.pairs.equals(est.high_influence_pairs(infl=0.1, mem=0.1))
+        assert result.mirror_pairs == mirror_pair_count(est, infl=0.1, mem=0.1)
+        halves = split_half(est, random_state=0)
+        half_mem = halves[0].memorization
+    assert result.pair_summary == pair_summary(
+        result.pairs["train_pos"], result.pairs["test_pos"], 100
+    )
+    assert result.split_half["models_a"] == result.split_half["models_b"] == 8
+    np.testing.assert_array_equal(result.halves_mem[0], half_mem)
+    assert len(result.most) == len(result.least) == 5
+    assert np.nanmax(est.memorization) == est.memorization[result.most[0]]
+    assert result.distribution.n_defined == int(np.sum(~np.isnan(est.memorization)))
+    assert result.marginal_utility is None and result.influencers is None
+    assert result.comparisons == []
+    # The released file's summary row: 3 pairs, 2 unique test, 1 single, 2 train, max 2.
+    name, frame, summary = result.released[0]
+    assert name == "paper_like" and len(frame) == 3
+    assert (summary["pairs"], summary["unique_test"], summary["single_influencer_tests"]) == (
+        3,
+        2,
+        1,
+    )
+    assert (summary["unique_train"], summary["max_influencers_per_test"]) == (2, 2)
+
+
+# ---- the report --------------------------------------------------------------------------------
 def test_report_is_self_contained_and_lists_every_analysis(digits_run, tmp_path):
     released = tmp_path / "paper_like.npz"
     np.savez(
@@ -111,9 +160,6 @@ def test_report_is_self_contained_and_lists_every_analysis(digits_run, tmp_path)
     # 5 most + 5 least memorized train images, and pairs as train+test images.
     assert page.count('alt="train example') >= 10
     assert "Not run yet" in page  # no experiment saved in this run yet
-    # The released file's summary row: 3 pairs, 2 unique test, 1 single, 2 train, max 2.
-    row = re.search(r"<td class=\"text\">paper_like</td>((?:<td>[^<]*</td>)+)", page).group(1)
-    assert re.findall(r"<td>([^<]*)</td>", row) == ["3", "2", "1", "2", "2"]
 
 
 def test_report_escapes_strings_from_data(tmp_path):
@@ -189,12 +235,13 @@ def test_cli_experiments_then_report_shows_them(digits_run, tmp_path, capsys):
     assert "without_influencers" in capsys.readouterr().out
     assert main(["compare", run_dir]) == 0
     assert "split-half" in capsys.readouterr().out
+    result = _quiet_analysis(ts.Run.open(run_dir))
+    assert result.marginal_utility.thresholds.tolist() == [0.3, 0.6]
+    assert result.marginal_utility.n_repeats == 2 and result.influencers.n_repeats == 2
     report = tmp_path / "report.html"
     assert main(["report", run_dir, "-o", str(report), "--gallery", "4"]) == 0
     page = report.read_text(encoding="utf-8")
     assert "Not run yet" not in page
-    saved = json.loads((tmp_path / "copy" / "marginal_utility.json").read_text())
-    assert saved["thresholds"] == [0.3, 0.6] and len(saved["baseline"]) == 2
     assert "acc. without mem &gt;= theta" in page and "S minus the influencers" in page
 
 
@@ -207,10 +254,9 @@ def test_cli_compare_two_runs_saves_into_the_first(digits, digits_run, tmp_path,
     copy = _copy(digits_run, tmp_path)
     assert main(["compare", str(copy), str(other.path)]) == 0
     assert "saved into" in capsys.readouterr().out
-    saved = json.loads((copy / "agreement.json").read_text())
-    assert [c["other"] for c in saved["comparisons"]] == [str(other.path)]
-    page = _quiet_report(ts.Run.open(copy))
-    assert "Saved comparisons" in page
+    result = _quiet_analysis(ts.Run.open(copy))
+    assert [c["other"] for c in result.comparisons] == [str(other.path)]
+    assert "Saved comparisons" in _quiet_report(ts.Run.open(copy))
 
 
 @pytest.mark.parametrize(

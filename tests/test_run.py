@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 import tailscope as ts
-from tailscope.engine import precision
-from tailscope.errors import DataError, SpecMismatchError
+from tailscope.engine import ModelOutputs, precision
+from tailscope.errors import DataError, RunBusyError, SpecMismatchError
 from tailscope.estimate import UndefinedEstimateWarning
-from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
-from tailscope.store import OUTPUTS
+from tailscope.stopping import Progress, max_models, smoothed_memorization_se, until_se
 
 
 def _train(path, data, recipe, **kw):
@@ -37,7 +36,8 @@ def _train(path, data, recipe, **kw):
 
 def _train_only(run, chunks):
     """Train just these chunks, as if the process had died after them."""
-    ts.execute.LocalExecutor().run(run._job("cpu"), chunks, run.store.write)
+    job = run._job(run._masks_and_seeds(), "cpu")
+    ts.execute.LocalExecutor().run(job, chunks, run.store.write)
 
 
 def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
@@ -55,8 +55,8 @@ def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
     # Models learn: mean test accuracy well above chance (10 classes).
     assert est.summary()["test_accuracy"] > 0.6
     # Margins agree with correctness wherever the margin is not a tie.
-    margin = run.store.outputs["margin_test"].astype(np.float32)
-    correct = run.store.outputs["correct_test"]
+    margin = run.store.rows("margin_test").astype(np.float32)
+    correct = run.store.rows("correct_test")
     assert np.array_equal(margin[margin != 0] > 0, correct[margin != 0])
 
 
@@ -71,8 +71,12 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, digits, tiny_rec
     assert reopened.n_finished == 4
     assert [list(c) for c in reopened.chunks()] == [[4, 5, 6, 7]]
     reopened.train(progress=False)
-    for name in OUTPUTS:
-        assert np.array_equal(reopened.store.outputs[name], full.store.outputs[name]), name
+    for name in ModelOutputs.ROWS:
+        assert np.array_equal(reopened.store.rows(name), full.store.rows(name)), name
+    for a, b in zip(
+        reopened.store.oos_probabilities(), full.store.oos_probabilities(), strict=True
+    ):
+        assert np.array_equal(a, b, equal_nan=True)
 
 
 def test_same_spec_reopens_and_different_spec_names_the_difference(tmp_path, digits, tiny_recipe):
@@ -92,7 +96,7 @@ def test_auto_precision_is_resolved_once_and_recorded(tmp_path, digits, tiny_rec
     spec = {"n_models": 4, "seed": 0, "models_per_step": 2}
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": True)
     run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, **spec)  # precision="auto"
-    assert run.precision == run.spec["precision"] == "bf16"
+    assert run.precision == run.spec.precision == "bf16"
     # On a machine without native bf16, reopening with auto keeps what was resolved.
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
     again = ts.Run.create(tmp_path / "r", digits, tiny_recipe, **spec)
@@ -155,12 +159,11 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     """A training process killed with SIGKILL mid-run, resumed, gives identical estimates."""
     killed = tmp_path / "killed"
     proc = _run_script(killed, epochs=6)
-    done_file = killed / "done.npy"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if done_file.exists():
-            done = np.load(done_file, mmap_mode="r")
-            if 4 <= done.sum() < len(done):
+        if (killed / "spec.json").exists():
+            done = ts.Run.open(killed, writable=False).n_finished
+            if 4 <= done < 24:
                 break
         if proc.poll() is not None:
             pytest.fail("the training process ended before it could be killed")
@@ -169,7 +172,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
         pytest.fail("no model finished within 120 s")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    n_done = int(np.load(done_file).sum())
+    n_done = ts.Run.open(killed, writable=False).n_finished
     assert 0 < n_done < 24
 
     assert _run_script(killed, epochs=6).wait() == 0  # resume
@@ -178,8 +181,10 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     a = ts.Run.open(killed, writable=False)
     b = ts.Run.open(tmp_path / "clean", writable=False)
     assert a.n_finished == b.n_finished == 24
-    for name in OUTPUTS:
-        assert np.array_equal(a.store.outputs[name], b.store.outputs[name]), name
+    for name in ModelOutputs.ROWS:
+        assert np.array_equal(a.store.rows(name), b.store.rows(name)), name
+    for pa, pb in zip(a.store.oos_probabilities(), b.store.oos_probabilities(), strict=True):
+        assert np.array_equal(pa, pb, equal_nan=True)
     ea, eb = a.estimate(), b.estimate()
     assert np.array_equal(ea.memorization, eb.memorization, equal_nan=True)
     assert np.array_equal(ea.memorization_se, eb.memorization_se, equal_nan=True)
@@ -198,7 +203,7 @@ def test_adaptive_stopping_stops_at_the_se_target_and_records_why(tmp_path, digi
     k = run.n_finished
     assert 8 <= k < 64 and k % 8 == 0
     # The rule held when it stopped, and did not hold one round earlier.
-    masks, correct = run.store.masks, run.store.outputs["correct_train"]
+    masks, correct = run.store.masks, run.store.rows("correct_train", np.arange(64))
     assert np.quantile(smoothed_memorization_se(masks[:k], correct[:k]), 0.5) <= 0.25
     if k > 8:
         assert np.quantile(smoothed_memorization_se(masks[: k - 8], correct[: k - 8]), 0.5) > 0.25
@@ -229,21 +234,132 @@ def test_se_quantile_ignores_a_few_undefined_examples_without_warnings():
     masks[:, :3] = True
     correct = rng.random((64, 100)) < 0.8
     se = smoothed_memorization_se(masks, correct)
-    target = StandardErrorTarget(0.05, quantile=0.95)
+    progress = Progress(masks, correct)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        value = target.measure(masks, correct)
-        assert np.isinf(StandardErrorTarget(0.05, quantile=0.99).measure(masks, correct))
+        value = until_se(0.05, quantile=0.95).check(progress).record()["se_quantile"]
+        assert until_se(0.05, quantile=0.99).check(progress).record()["se_quantile"] is None
     assert np.isfinite(value) and value in se
     assert np.mean(se <= value) >= 0.95
 
 
 def test_smoothed_se_is_never_zero_for_few_models():
-    from tailscope.stopping import StandardErrorTarget, smoothed_memorization_se
-
     masks = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=bool)
     correct = np.ones((4, 2), dtype=bool)  # always right: plug-in SE would be 0
     se = smoothed_memorization_se(masks, correct)
     assert (se > 0.2).all()
-    assert StandardErrorTarget(0.1, min_models=2).measure(masks, correct) > 0.1
-    assert StandardErrorTarget(0.1, min_models=5).measure(masks, correct) == float("inf")
+    progress = Progress(masks, correct)
+    assert not until_se(0.1, min_models=2).check(progress).stop
+    assert until_se(0.1, min_models=2).check(progress).record()["se_quantile"] > 0.1
+    assert until_se(0.1, min_models=5).check(progress).record()["se_quantile"] is None
+
+
+def test_stopping_rules_compose_with_or_and_and():
+    masks = np.random.default_rng(0).random((40, 30)) < 0.5
+    correct = np.ones((40, 30), dtype=bool)
+    few, many = Progress(masks[:10], correct[:10]), Progress(masks, correct)
+    loose = until_se(0.5, quantile=0.5, min_models=2)  # met at 10 models already
+    either, both = loose | max_models(20), loose & max_models(20)
+    assert either.check(few).stop and either.check(few).reason == "se_target"
+    assert not both.check(few).stop and both.check(many).stop
+    assert both.check(many).reason == "se_target & max_models"
+    assert either.limit() == 20 and both.limit() == float("inf")  # both: until_se has none
+    assert (until_se(0.01) | max_models(30)).limit() == 30
+    assert (until_se(0.01) & max_models(30)).limit() == float("inf")
+    assert dict(either.check(few).measured)["max_models"] == 20
+    with pytest.raises(DataError, match="until_se must be a finite number in \\(0"):
+        until_se(1.5)
+    with pytest.raises(DataError, match="max_models must be an integer >= 2"):
+        max_models(1)
+
+
+def test_a_composed_rule_stops_training(tmp_path, digits, tiny_recipe):
+    run = ts.Run.create(tmp_path / "r", digits, tiny_recipe, n_models=32, models_per_step=4)
+    run.train(progress=False, stop=until_se(0.01, min_models=2) | max_models(12), check_every=4)
+    assert run.n_finished == 12 and run.stopping["reason"] == "max_models"
+    assert run.stopping["target_se"] == 0.01 and run.stopping["se_quantile"] > 0.01
+
+
+def test_a_second_trainer_fails_in_one_line_while_the_first_finishes(tmp_path, digits):
+    # The first trainer runs in another process; the second, here, must fail at once.
+    path = tmp_path / "r"
+    script = (
+        "import sys, functools, tailscope as ts\n"
+        "recipe = ts.Recipe('mlp-32', functools.partial(ts.models.mlp, hidden=(32,)), 60, 32,"
+        " 0.1, momentum=0.9)\n"
+        "data = ts.datasets.load('digits', n_train=300, n_test=100)\n"
+        "run = ts.Run.create(sys.argv[1], data, recipe, n_models=8, models_per_step=2,"
+        " precision='fp32')\n"
+        "run.train(progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        (path / "spec.json").exists() and ts.Run.open(path, writable=False).store.trainer()
+    ):
+        time.sleep(0.05)
+    run = ts.Run.open(path)
+    with pytest.raises(RunBusyError) as info:
+        run.train(progress=False)
+    assert str(info.value) == f"{path} is being trained by pid {proc.pid} on {os.uname().nodename}"
+    assert "\n" not in str(info.value)
+    assert proc.wait() == 0
+    assert ts.Run.open(path, writable=False).n_finished == 8  # the first finished, once
+    assert run.train(progress=False).n_finished == 8
+
+
+def test_resuming_with_other_settings_names_both_values(tmp_path, digits, tiny_recipe):
+    run = _train(tmp_path / "r", digits, tiny_recipe, n_models=4, models_per_step=2)
+    run.check_settings(n_models=4, seed=0, precision="auto", epochs=None, dataset=digits)
+    with pytest.raises(SpecMismatchError, match="epochs: stored 2, given 5"):
+        run.check_settings(epochs=5)
+    with pytest.raises(SpecMismatchError, match="n_models: stored 4, given 8; precision: "):
+        run.check_settings(n_models=8, precision="bf16")
+    with pytest.raises(SpecMismatchError, match="ratio: stored \\(0.7,\\), given \\(0.5,\\)"):
+        run.check_settings(ratio=0.5)
+    with pytest.raises(SpecMismatchError, match="dataset hash"):
+        run.check_settings(dataset=digits.subset(n_train=200))
+
+
+def test_a_multi_ratio_run_estimates_one_ratio_and_says_which(tmp_path, digits, tiny_recipe):
+    run = ts.Run.create(
+        tmp_path / "r", digits, tiny_recipe, n_models=4, ratio=(0.3, 0.7), models_per_step=4
+    )
+    assert run.n_models == 8 and [c.tolist() for c in run.chunks()] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    run.train(progress=False)
+    assert run.models_of().tolist() == [4, 5, 6, 7]  # 0.7, the paper's ratio
+    assert run.models_of(0.3).tolist() == [0, 1, 2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        est = run.estimate()
+    assert np.array_equal(est.masks, run.store.masks[4:])
+    assert run.store.masks[:4].sum(axis=1).tolist() == [90] * 4
+    with pytest.raises(DataError, match="no models of ratio 0.5"):
+        run.estimate(0.5)
+    with pytest.raises(DataError, match="stopping rules apply to runs of one subset ratio"):
+        run.train(progress=False, until_se=0.1)
+    status = run.status()
+    assert status.finished_per_ratio == {0.3: 4, 0.7: 4} and status.trainer is None
+    assert "ratio 0.3: 4/4; ratio 0.7: 4/4" in "\n".join(status.lines())
+
+
+def test_retrain_honours_the_runs_precision_and_step(tmp_path, digits, tiny_recipe):
+    calls = []
+
+    class Recording:
+        def run(self, job, chunks, on_chunk, progress=None):
+            calls.append((job.precision, [c.tolist() for c in chunks]))
+            ts.execute.LocalExecutor().run(job, chunks, on_chunk, progress)
+
+    run = ts.Run.create(
+        tmp_path / "r", digits, tiny_recipe, n_models=4, models_per_step=2, precision="bf16"
+    )
+    masks = np.ones((5, digits.n_train), dtype=bool)
+    masks[[1, 3], :10] = False  # two sizes: 300 and 290 members
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 may be emulated here
+        out = run.retrain(masks, np.arange(5), executor=Recording())
+    assert calls == [("bf16", [[0, 2], [4], [1, 3]])]
+    assert out.correct_test.shape == (5, digits.n_test)
+    alone = run.retrain(masks[[3]], np.array([3]))
+    assert np.array_equal(alone.correct_test[0], out.correct_test[3])  # rows in mask order

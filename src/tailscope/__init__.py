@@ -8,25 +8,27 @@ estimate from masks and predictions
 - ``infl(i, j) = P[h(x'_j) = y'_j | i in S] - P[h(x'_j) = y'_j | i not in S]``
 
 with standard errors. Start with :class:`Run`, or :mod:`tailscope.estimate` on raw arrays.
+The package follows the data flow: ``data`` -> ``plan`` -> ``engine`` -> ``execute`` ->
+``store`` -> ``estimate`` -> ``run`` -> ``experiments`` -> ``report`` -> ``cli``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from tailscope import (
-    datasets,
-    estimate,
-    execute,
-)
+from tailscope import datasets, estimate, execute
 from tailscope.errors import TailscopeError
+from tailscope.estimate import Estimates
 from tailscope.models import Recipe, get_recipe
 from tailscope.plan import SubsetPlan
-from tailscope.results import Estimates
-from tailscope.run import Run
+from tailscope.run import Run, RunStatus
+from tailscope.spec import RunSpec
+from tailscope.stopping import max_models, until_se
 
 __all__ = [
     "Estimates",
     "Recipe",
     "Run",
+    "RunSpec",
+    "RunStatus",
     "SubsetPlan",
     "TailscopeError",
     "__version__",
@@ -34,4 +36,6 @@ __all__ = [
     "estimate",
     "execute",
     "get_recipe",
+    "max_models",
+    "until_se",
 ]

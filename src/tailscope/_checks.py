@@ -2,13 +2,60 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
+
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
 from tailscope.errors import DataError
 
-__all__ = ["check_device", "check_positions"]
+__all__ = ["check_choice", "check_device", "check_positions", "check_scalar"]
+
+
+def check_scalar(
+    value: object,
+    name: str,
+    target_type: type[int] | type[float],
+    *,
+    min_val: float | None = None,
+    max_val: float | None = None,
+    inclusive: bool = True,
+) -> int | float:
+    """``value`` as a finite ``int`` or ``float`` within ``[min_val, max_val]`` (open bounds
+    with ``inclusive=False``), like :func:`sklearn.utils.check_scalar`.
+
+    An int target takes Python and numpy integers (never bools); a float target also takes
+    them. Raises :class:`DataError` naming ``name`` and the allowed range.
+    """
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    real = integer or (isinstance(value, float | np.floating) and math.isfinite(value))
+    ok = integer if target_type is int else real
+    if ok:
+        value = target_type(value)
+        low_ok = min_val is None or (value >= min_val if inclusive else value > min_val)
+        high_ok = max_val is None or (value <= max_val if inclusive else value < max_val)
+        ok = low_ok and high_ok
+    if not ok:
+        kind = "an integer" if target_type is int else "a finite number"
+        brackets = "[]" if inclusive else "()"
+        if min_val is not None and max_val is not None:
+            kind += f" in {brackets[0]}{min_val}, {max_val}{brackets[1]}"
+        elif min_val is not None:
+            kind += f" {'>=' if inclusive else '>'} {min_val}"
+        elif max_val is not None:
+            kind += f" {'<=' if inclusive else '<'} {max_val}"
+        raise DataError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Collection[object]) -> object:
+    """``value`` if it is one of ``choices``; else a :class:`DataError` listing them."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise DataError(f"{name} must be one of {listed}; got {value!r}")
+    return value
 
 
 def check_device(device: object, name: str = "device") -> torch.device:

@@ -1,5 +1,5 @@
-"""The ``tailscope`` command line: ``train``, ``estimate``, ``demo``, ``report``,
-``experiment`` and ``compare``.
+"""The ``tailscope`` command line: ``train``, ``status``, ``estimate``, ``demo``, ``report``,
+``experiment`` and ``compare``. It parses, calls the Python API and prints; nothing else.
 
 Every command validates its input and, on bad input, exits non-zero with one line that names
 the problem (``tailscope: error: ...``), never a traceback; ``--debug`` shows the traceback.
@@ -73,6 +73,13 @@ def _int_at_least(low: int, what: str):
     return parse
 
 
+def _ratios(text: str) -> tuple[float, ...]:
+    values = tuple(_ratio(part) for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected one or more ratios like 0.7 or 0.1,0.5,0.9")
+    return values
+
+
 def _threshold(text: str) -> float:
     try:
         return float(text)
@@ -81,6 +88,36 @@ def _threshold(text: str) -> float:
 
 
 _RUN_DIR_HELP = "the run's directory"
+
+
+def _add_training_options(parser: argparse.ArgumentParser, device_default: str | None) -> None:
+    """``--device``, ``--executor``, ``--address``, ``--quiet``: where and how models train."""
+    parser.add_argument(
+        "--device",
+        default=device_default,
+        help="torch device: cpu, cuda, cuda:1, ..."
+        + ("" if device_default else " (default: the run's)"),
+    )
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="where models train: in this process, or on a Ray cluster",
+    )
+    parser.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, object]:
+    """The executor and its options from :func:`_add_training_options`' flags."""
+    if args.address and args.executor != "ray":
+        raise DataError("--address needs --executor ray")
+    if args.executor == "local" and args.device is not None:
+        from tailscope._checks import check_device  # Ray workers may have other devices
+
+        check_device(args.device, "--device")
+    options = {"address": args.address} if args.executor == "ray" else {}
+    return {"executor": args.executor, "device": args.device, **options}
 
 
 def _add_pair_thresholds(
@@ -113,11 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
     train.add_argument("--dataset", help="digits | mnist | fashion-mnist | PATH.npz | IDX_DIR")
-    train.add_argument("--model", default="mlp", help="built-in recipe: mlp | cnn")
+    train.add_argument("--model", help="built-in recipe: mlp | cnn (default: mlp)")
     train.add_argument(
-        "--models", type=_int_at_least(2, "--models"), default=2000, help="number of models K"
+        "--models",
+        type=_int_at_least(2, "--models"),
+        help="number of models K per subset ratio (default: 2000)",
     )
-    train.add_argument("--ratio", type=_ratio, default=0.7, help="subset ratio m/n")
+    train.add_argument(
+        "--ratio",
+        type=_ratios,
+        help="subset ratio m/n, or several comma-separated (0.1,0.2,...,0.9 for C-scores) "
+        "(default: 0.7)",
+    )
     train.add_argument(
         "--epochs", type=_int_at_least(1, "--epochs"), help="epochs (default: the recipe's)"
     )
@@ -128,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
     train.add_argument(
-        "--seed", type=int, default=0, help="seeds the subsets, the models and --n-train/--n-test"
+        "--seed",
+        type=_int_at_least(0, "--seed"),
+        help="seeds the subsets, the models and --n-train/--n-test (default: 0)",
     )
     train.add_argument(
         "--n-train", type=_int_at_least(2, "--n-train"), help="stratified subset of the train split"
@@ -143,7 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="models trained together in one vectorized step, fixed per run "
         "(default: 16 on a CPU, 128 on a GPU)",
     )
-    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     train.add_argument(
         "--precision",
         default=None,
@@ -169,14 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least(2, "--max-models"),
         help="train at most this many of the run's models",
     )
-    train.add_argument(
-        "--executor",
-        default="local",
-        choices=["local", "ray"],
-        help="where models train: in this process, or on a Ray cluster",
+    _add_training_options(train, device_default="cpu")
+
+    status = sub.add_parser(
+        "status",
+        help="where a run stands: spec, models finished, precision, stopping, results",
+        description="Print RUN_DIR's spec, its finished models per subset ratio, precision, why "
+        "training last stopped, the results it holds, and who is training it now.",
     )
-    train.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    status.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
 
     est = sub.add_parser(
         "estimate",
@@ -213,72 +259,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- commands ----------------------------------------------------------------------------
+#: ``tailscope train`` options that are settings of the run: a resumed run keeps its own,
+#: and a given one that differs fails (the others may change between sessions).
+RUN_SETTINGS = {
+    "model": "model",
+    "models": "n_models",
+    "ratio": "ratio",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+    "models_per_step": "models_per_step",
+    "precision": "precision",
+}
+
+
 def _train(args: argparse.Namespace) -> int:
-    from tailscope._checks import check_device
     from tailscope.data import load
     from tailscope.run import Run
 
     run_dir: Path = args.run_dir
     if run_dir.exists() and not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} exists and is not a directory")
-    if args.executor == "local":  # Ray workers may have devices this process lacks
-        check_device(args.device, "--device")
-    if args.dataset is None:
-        if not (run_dir / "spec.json").exists():
-            raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
+    executor = _executor_options(args)
+    settings = {name: getattr(args, option) for option, name in RUN_SETTINGS.items()}
+    data = None
+    if args.dataset is not None:
+        seed = 0 if args.seed is None else args.seed
+        data = load(args.dataset, n_train=args.n_train, n_test=args.n_test, random_state=seed)
+    if (run_dir / "spec.json").exists():  # resume: the run's settings, or fail naming both
         run = Run.open(run_dir)
-        if args.precision not in (None, "auto", run.precision):
-            raise DataError(
-                f"{run_dir} was created with precision {run.precision}; --precision "
-                f"{args.precision} differs (omit it to resume in {run.precision})"
-            )
+        run.check_settings(**settings, dataset=data)
+    elif data is None:
+        raise DataError(f"{run_dir} holds no run yet; pass --dataset to create one")
     else:
-        data = load(args.dataset, n_train=args.n_train, n_test=args.n_test, random_state=args.seed)
-        run = Run.create(
-            run_dir,
-            data,
-            args.model,
-            n_models=args.models,
-            ratio=args.ratio,
-            seed=args.seed,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            models_per_step=args.models_per_step or _default_models_per_step(args.device),
-            precision=args.precision or "auto",
-            device=args.device,
-        )
-    options = {"address": args.address} if args.executor == "ray" else {}
-    if args.address and args.executor != "ray":
-        raise DataError("--address needs --executor ray")
+        defaults = {"model": "mlp", "n_models": 2000, "ratio": 0.7, "seed": 0}
+        given = {k: v for k, v in settings.items() if v is not None}
+        options = {**defaults, **given}
+        run = Run.create(run_dir, data, options.pop("model"), **options, device=args.device)
     stop = {"until_se": args.until_se, "quantile": args.quantile, "max_models": args.max_models}
-    return _train_run(
-        run, device=args.device, quiet=args.quiet, executor=args.executor, **stop, **options
-    )
+    return _train_run(run, quiet=args.quiet, **executor, **stop)
 
 
-def _default_models_per_step(device: str) -> int:
-    """The engine's step size on ``device``: 16 on a CPU, 128 on an accelerator."""
-    import torch
-
-    from tailscope.engine.train import default_max_stacked
-
-    try:
-        return default_max_stacked(torch.device(device))
-    except RuntimeError as err:
-        raise DataError(f"--device {device!r} is not a torch device: {err}") from None
-
-
-def _train_run(run, device: str, quiet: bool, executor: str = "local", **options) -> int:
+def _train_run(run, quiet: bool, device: str = "cpu", **options) -> int:
     start = time.perf_counter()
     before = run.n_finished
     if before < run.n_models:
         print(
             f"{run.path}: training {run.n_models - before} of {run.n_models} models of "
-            f"{run.spec['recipe']['name']} on {device} in {_precision_note(run, device)}"
+            f"{run.spec.recipe['name']} on {device} in {_precision_note(run, device)}"
         )
     try:
-        run.train(executor=executor, device=device, progress=not quiet, **options)
+        run.train(device=device, progress=not quiet, **options)
     except KeyboardInterrupt:
         print(
             f"tailscope: interrupted; {run.n_finished}/{run.n_models} models are saved in "
@@ -310,10 +342,17 @@ def _precision_note(run, device: str) -> str:
     return "fp32" + ("" if native else f" ({device} has no native bf16)")
 
 
+def _status(args: argparse.Namespace) -> int:
+    from tailscope.run import Run
+
+    print("\n".join(Run.open(args.run_dir, writable=False).status().lines()))
+    return 0
+
+
 def _estimate(args: argparse.Namespace) -> int:
     from tailscope.run import Run
 
-    run = Run.open(args.run_dir, writable=False)
+    run = Run.open(args.run_dir)
     _write_estimates(run, infl=args.infl, mem=args.mem)
     return 0
 
@@ -322,12 +361,12 @@ def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
     est = run.estimate()
     mem_frame = est.memorization_frame()
     pairs = est.high_influence_pairs(infl=infl, mem=mem)
-    mem_frame.to_csv(run.path / "memorization.csv", index=False)
-    pairs.to_csv(run.path / "pairs.csv", index=False)
-    s = est.summary(infl=infl, mem=mem)
-    names = run.spec["dataset"].get("class_names")
+    mem_path = run.store.save_result("memorization", mem_frame)
+    pairs_path = run.store.save_result("pairs", pairs)
+    s = est.summary(pairs)
+    names = run.spec.dataset.class_names
     print(
-        f"run {run.path}: {s['models']} models, dataset {run.spec['dataset']['name']} "
+        f"run {run.path}: {s['models']} models, dataset {run.spec.dataset.name} "
         f"({s['train_examples']} train / {s['test_examples']} test), "
         f"mean test accuracy {100 * s['test_accuracy']:.2f}%"
     )
@@ -348,7 +387,7 @@ def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
     )
     for row in pairs.head(top).itertuples(index=False):
         print(
-            f"  train {row.train:>7d} -> test {row.test:>6d}  label {row.label}  "
+            f"  train {row.train_index:>7d} -> test {row.test_index:>6d}  label {row.label}  "
             f"infl {row.infl:+.3f} ± {row.infl_se:.3f}  mem {row.mem:+.3f}"
         )
     if len(pairs) and s["models"] < 1000:
@@ -356,7 +395,7 @@ def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
             f"note: the median SE of these pairs is {pairs['infl_se'].median():.3f}; with "
             f"{s['models']} models many are noise (the paper used 2000-4000 models)"
         )
-    print(f"wrote {run.path / 'memorization.csv'} and {run.path / 'pairs.csv'}")
+    print(f"wrote {mem_path} and {pairs_path}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -469,8 +508,7 @@ def _add_analysis_commands(sub) -> None:
         kind.add_argument(
             "--seed", type=int, default=0, help="seeds the models and the random removals"
         )
-        kind.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
-        kind.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_training_options(kind, device_default=None)
 
     compare = sub.add_parser(
         "compare",
@@ -509,27 +547,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from tailscope.experiments import run_marginal_utility, run_remove_influencers
+    from tailscope.experiments import marginal_utility, remove_influencers
     from tailscope.run import Run
 
     run = Run.open(args.run_dir)
     common = {
         "n_repeats": args.repeats,
         "random_state": args.seed,
-        "device": args.device,
         "progress": not args.quiet,
+        **_executor_options(args),
     }
     start = time.perf_counter()
     if args.experiment == "removal":
-        result = run_marginal_utility(run, args.thresholds, **common)
+        result = marginal_utility(run, args.thresholds, **common)
         _print_marginal_utility(result)
-        saved = "marginal_utility.json"
+        saved = run.store.result_path("marginal_utility")
     else:
-        result = run_remove_influencers(run, infl=args.infl, mem=args.mem, **common)
+        result = remove_influencers(run, infl=args.infl, mem=args.mem, **common)
         _print_influencer_removal(result)
-        saved = "remove_influencers.json"
+        saved = run.store.result_path("remove_influencers")
     elapsed = time.perf_counter() - start
-    print(f"saved {run.path / saved} ({elapsed:.1f} s); 'tailscope report {run.path}' shows it")
+    print(f"saved {saved} ({elapsed:.1f} s); 'tailscope report {run.path}' shows it")
     return 0
 
 
@@ -603,14 +641,20 @@ def _compare(args: argparse.Namespace) -> int:
         f"(expected from the SEs alone: {row['expected_mean_abs_diff']:.4f})"
     )
     if args.run_b is not None:
-        print(f"saved into {args.run_a / 'agreement.json'}")
+        print(f"saved into {Run.open(args.run_a, writable=False).store.result_path('agreement')}")
     return 0
 
 
 ANALYSIS_COMMANDS = {"report": _report, "experiment": _experiment, "compare": _compare}
 
 
-COMMANDS = {"train": _train, "estimate": _estimate, "demo": _demo, **ANALYSIS_COMMANDS}
+COMMANDS = {
+    "train": _train,
+    "status": _status,
+    "estimate": _estimate,
+    "demo": _demo,
+    **ANALYSIS_COMMANDS,
+}
 
 
 #: Exit status when stdout's reader went away: 128 + SIGPIPE (13), what a shell reports for a

@@ -27,3 +27,7 @@ class RunStoreError(TailscopeError, OSError):
 
 class SpecMismatchError(TailscopeError, ValueError):
     """A run was reopened with a specification that differs from the stored one."""
+
+
+class RunBusyError(TailscopeError, RuntimeError):
+    """Another process is training the run (one trainer at a time)."""

@@ -1,25 +1,113 @@
-"""When to stop training: the memorization standard errors are small enough.
+"""When to stop training: small rules composed with ``|`` (either) and ``&`` (both).
 
-The SE of ``mem(i)`` shrinks like ``1/sqrt(K)``; :class:`StandardErrorTarget` stops once the
-``quantile`` of the SEs over all train examples is at most ``se``.
+    until_se(0.03, quantile=0.95) | max_models(4000)
 
-The plug-in SE ``sqrt(p(1-p)/K)`` is 0 for an example every model got right, however few
-models there are, so a rule on plug-in SEs would declare a handful of models converged.
-The rule therefore uses add-one (Laplace) smoothed proportions,
+A rule looks at the finished models of a run (:class:`Progress`) and answers whether to stop
+(:class:`Verdict`, with what it measured), and how many models it allows at most
+(:meth:`StoppingRule.limit`), so the run never trains past that.
+
+:func:`until_se` stops once the ``quantile`` of the memorization standard errors over all
+train examples is at most ``se``. The plug-in SE ``sqrt(p(1-p)/K)`` is 0 for an example every
+model got right, however few models there are, so a rule on plug-in SEs would declare a
+handful of models converged; this rule uses add-one (Laplace) smoothed proportions,
 ``p~ = (hits + 1) / (K + 2)``, whose SE is never 0 and is close to the plug-in SE once K is
-large; and it never stops before ``min_models`` models.
+large, and never stops before ``min_models`` models.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from tailscope.errors import DataError
+from tailscope._checks import check_scalar
 from tailscope.estimate import memorization_counts
 
-__all__ = ["StandardErrorTarget", "smoothed_memorization_se"]
+__all__ = [
+    "Progress",
+    "StoppingRule",
+    "Verdict",
+    "max_models",
+    "smoothed_memorization_se",
+    "until_se",
+]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The finished models of a run: masks (k, n) bool and correct_train (k, n) bool."""
+
+    masks: np.ndarray
+    correct_train: np.ndarray
+
+    @property
+    def n_models(self) -> int:
+        return len(self.masks)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether to stop, why (``reason``, empty if not), and what was measured."""
+
+    stop: bool
+    reason: str = ""
+    measured: tuple[tuple[str, object], ...] = ()
+
+    def record(self) -> dict[str, object]:
+        return dict(self.measured)
+
+
+class StoppingRule:
+    """Base of the rules: ``check`` and ``limit``, composed with ``|`` and ``&``."""
+
+    def check(self, progress: Progress) -> Verdict:
+        raise NotImplementedError
+
+    def limit(self) -> float:
+        """The most models this rule lets a run train (inf: no limit of its own)."""
+        return math.inf
+
+    def __or__(self, other: StoppingRule) -> StoppingRule:
+        return _Either(self, other)
+
+    def __and__(self, other: StoppingRule) -> StoppingRule:
+        return _Both(self, other)
+
+
+@dataclass(frozen=True)
+class _Either(StoppingRule):
+    a: StoppingRule
+    b: StoppingRule
+
+    def check(self, progress: Progress) -> Verdict:
+        first, second = self.a.check(progress), self.b.check(progress)
+        chosen = first if first.stop else second
+        return Verdict(chosen.stop, chosen.reason, first.measured + second.measured)
+
+    def limit(self) -> float:
+        return min(self.a.limit(), self.b.limit())
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} | {self.b!r})"
+
+
+@dataclass(frozen=True)
+class _Both(StoppingRule):
+    a: StoppingRule
+    b: StoppingRule
+
+    def check(self, progress: Progress) -> Verdict:
+        first, second = self.a.check(progress), self.b.check(progress)
+        stop = first.stop and second.stop
+        reason = f"{first.reason} & {second.reason}" if stop else ""
+        return Verdict(stop, reason, first.measured + second.measured)
+
+    def limit(self) -> float:
+        return max(self.a.limit(), self.b.limit())
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} & {self.b!r})"
 
 
 def smoothed_memorization_se(masks: np.ndarray, correct_train: np.ndarray) -> np.ndarray:
@@ -33,35 +121,54 @@ def smoothed_memorization_se(masks: np.ndarray, correct_train: np.ndarray) -> np
 
 
 @dataclass(frozen=True)
-class StandardErrorTarget:
-    """Stop once the ``quantile`` of the (smoothed) memorization SEs is ``<= se``.
-
-    Attributes:
-        se: target standard error, in (0, 1).
-        quantile: which quantile of the n SEs must meet it (0.95: 95% of examples).
-        min_models: never stop with fewer finished models than this.
-    """
-
+class _UntilSE(StoppingRule):
     se: float
-    quantile: float = 0.95
-    min_models: int = 32
+    quantile: float
+    min_models: int
 
-    def __post_init__(self) -> None:
-        if not 0 < self.se < 1:
-            raise DataError(f"until_se must be in (0, 1), got {self.se}")
-        if not 0 < self.quantile <= 1:
-            raise DataError(f"quantile must be in (0, 1], got {self.quantile}")
-        if self.min_models < 2:
-            raise DataError(f"min_models must be at least 2, got {self.min_models}")
+    def check(self, progress: Progress) -> Verdict:
+        value = math.inf
+        if progress.n_models >= self.min_models:
+            se = smoothed_memorization_se(progress.masks, progress.correct_train)
+            # The order statistic at or above the quantile: an SE some example really has,
+            # and no interpolation between an inf (never in / never out) and a finite SE.
+            value = float(np.quantile(se, self.quantile, method="higher"))
+        measured = (
+            ("target_se", self.se),
+            ("quantile", self.quantile),
+            ("se_quantile", value if math.isfinite(value) else None),  # None: too few models
+        )
+        return Verdict(value <= self.se, "se_target" if value <= self.se else "", measured)
 
-    def measure(self, masks: np.ndarray, correct_train: np.ndarray) -> float:
-        """The ``quantile`` of the smoothed SEs of the models given (inf if too few)."""
-        if len(masks) < self.min_models:
-            return float("inf")
-        se = smoothed_memorization_se(masks, correct_train)
-        # The order statistic at or above the quantile: an SE some example really has, and
-        # no interpolation between an inf (never in / never out) and a finite SE.
-        return float(np.quantile(se, self.quantile, method="higher"))
+    def __repr__(self) -> str:
+        return f"until_se({self.se}, quantile={self.quantile}, min_models={self.min_models})"
 
-    def reached(self, value: float) -> bool:
-        return value <= self.se
+
+def until_se(se: float, quantile: float = 0.95, min_models: int = 32) -> StoppingRule:
+    """Stop once the ``quantile`` of the (smoothed) memorization SEs is ``<= se``, never with
+    fewer than ``min_models`` finished models."""
+    return _UntilSE(
+        check_scalar(se, "until_se", float, min_val=0, max_val=1, inclusive=False),
+        check_scalar(quantile, "quantile", float, min_val=0, max_val=1),
+        check_scalar(min_models, "min_models", int, min_val=2),
+    )
+
+
+@dataclass(frozen=True)
+class _MaxModels(StoppingRule):
+    n: int
+
+    def check(self, progress: Progress) -> Verdict:
+        stop = progress.n_models >= self.n
+        return Verdict(stop, "max_models" if stop else "", (("max_models", self.n),))
+
+    def limit(self) -> float:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"max_models({self.n})"
+
+
+def max_models(n: int) -> StoppingRule:
+    """Stop at ``n`` finished models (and never train more)."""
+    return _MaxModels(check_scalar(n, "max_models", int, min_val=2))

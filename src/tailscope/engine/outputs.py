@@ -1,10 +1,19 @@
-"""What the engine records about every trained model: correctness and true-class margin.
+"""What the engine records about every trained model, and the order-free sums it adds up.
 
-For model ``k`` and example ``i`` with logits ``z`` and label ``y``:
+For model ``k`` and example ``i`` with logits ``z`` and label ``y`` (one row per model):
 
 - ``correct[k, i] = argmax_c z[c] == y`` (bool), the paper's 0/1 top-1 signal;
 - ``margin[k, i] = z[y] - max_{c != y} z[c]`` (float16), positive exactly when the model
-  is correct (up to ties and float16 rounding near 0).
+  is correct (up to ties and float16 rounding near 0);
+- ``phi[k, i] = z[y] - logsumexp_{c != y} z[c]`` (float16), the logit of the softmax
+  probability of the given label (``sigmoid(phi) = p_y``), LiRA's statistic;
+- ``predicted[k, i] = argmax_c z[c]`` (int16).
+
+And, summed over the chunk's models, the out-of-sample class probabilities that label-issue
+methods need: for every train example the softmax vectors of the models that did *not*
+train on it, for every test example those of all models. Each probability is rounded to a
+multiple of ``2**-20`` and summed as an int64, so sums are exact, and the same whatever order
+chunks arrive in.
 """
 
 from __future__ import annotations
@@ -16,7 +25,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ModelOutputs", "eval_rows", "record_predictions", "true_class_margin"]
+from tailscope.engine.data import DeviceData
+
+__all__ = [
+    "PROB_UNIT",
+    "ROW_DTYPES",
+    "ModelOutputs",
+    "eval_rows",
+    "logit_margin",
+    "predict_both_splits",
+    "record_predictions",
+    "true_class_margin",
+]
 
 #: On a CPU, evaluation chunks hold about this many activation elements (summed over layers
 #: and models): large enough for efficient GEMMs, small enough to stay clear of the
@@ -24,6 +44,10 @@ __all__ = ["ModelOutputs", "eval_rows", "record_predictions", "true_class_margin
 EVAL_ACTIVATIONS_PER_CHUNK = 2**24
 #: An accelerator's chunks are this many times larger (fewer kernel launches).
 ACCELERATOR_CHUNK_FACTOR = 16
+#: Probabilities are summed in units of this (an int64 sum of K <= 2**40 models is exact).
+PROB_UNIT = 2.0**-20
+#: The per-model rows, by kind, and their dtypes (one array per kind and split).
+ROW_DTYPES = {"correct": np.bool_, "margin": np.float16, "phi": np.float16, "predicted": np.int16}
 
 #: float16's largest finite value; margins are clipped to it rather than overflowing to inf.
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -31,42 +55,64 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 @dataclass
 class ModelOutputs:
-    """Per-model rows for a chunk of ``k`` models on ``n`` train and ``t`` test examples.
+    """Per-model rows for a chunk of ``k`` models on ``n`` train and ``t`` test examples,
+    and the chunk's probability sums (C classes).
 
     Attributes:
-        correct_train: (k, n) bool.
-        correct_test: (k, t) bool.
-        margin_train: (k, n) float16 true-class margin.
-        margin_test: (k, t) float16.
+        correct_train, correct_test: (k, n) / (k, t) bool.
+        margin_train, margin_test: float16 max-margin ``z_y - max_{c != y} z_c``.
+        phi_train, phi_test: float16 logit margin ``z_y - logsumexp_{c != y} z_c``.
+        predicted_train, predicted_test: int16 predicted class.
+        prob_sum_train: (n, C) int64, sum over the models with i not in their subset of
+            ``round(softmax / PROB_UNIT)``; None for a selection of models.
+        prob_sum_test: (t, C) int64, the same over all models; None for a selection.
     """
 
     correct_train: np.ndarray
     correct_test: np.ndarray
     margin_train: np.ndarray
     margin_test: np.ndarray
+    phi_train: np.ndarray
+    phi_test: np.ndarray
+    predicted_train: np.ndarray
+    predicted_test: np.ndarray
+    prob_sum_train: np.ndarray | None
+    prob_sum_test: np.ndarray | None
+
+    #: Names of the per-model rows: ``correct_train``, ..., ``predicted_test``.
+    ROWS = tuple(f"{kind}_{split}" for split in ("train", "test") for kind in ROW_DTYPES)
 
     @property
     def n_models(self) -> int:
         return len(self.correct_train)
 
+    def rows(self) -> dict[str, np.ndarray]:
+        """The per-model rows by name (see :attr:`ROWS`)."""
+        return {name: getattr(self, name) for name in self.ROWS}
+
     def select(self, models: slice | np.ndarray) -> ModelOutputs:
-        """The rows of some models: ``models`` indexes the first axis."""
-        return ModelOutputs(
-            correct_train=self.correct_train[models],
-            correct_test=self.correct_test[models],
-            margin_train=self.margin_train[models],
-            margin_test=self.margin_test[models],
-        )
+        """The rows of some models (``models`` indexes the first axis); the chunk's sums
+        cannot be split, so the selection has none."""
+        rows = {name: value[models] for name, value in self.rows().items()}
+        return ModelOutputs(**rows, prob_sum_train=None, prob_sum_test=None)
+
+    @classmethod
+    def from_splits(cls, train: dict[str, np.ndarray], test: dict[str, np.ndarray]):
+        """From :func:`record_predictions`' results on the train and the test split."""
+        fields = {
+            f"{kind}_{split}": part[kind]
+            for split, part in (("train", train), ("test", test))
+            for kind in (*ROW_DTYPES, "prob_sum")
+        }
+        return cls(**fields)
 
     @classmethod
     def concatenate(cls, parts: Sequence[ModelOutputs]) -> ModelOutputs:
-        """Stack the rows of several chunks, in order."""
-        return cls(
-            correct_train=np.concatenate([p.correct_train for p in parts]),
-            correct_test=np.concatenate([p.correct_test for p in parts]),
-            margin_train=np.concatenate([p.margin_train for p in parts]),
-            margin_test=np.concatenate([p.margin_test for p in parts]),
-        )
+        """Stack the rows of several chunks, in order, and add their sums."""
+        fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.ROWS}
+        for name in ("prob_sum_train", "prob_sum_test"):
+            fields[name] = sum(getattr(p, name) for p in parts[1:]) + getattr(parts[0], name)
+        return cls(**fields)
 
 
 def true_class_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -77,28 +123,80 @@ def true_class_margin(logits: Tensor, y: Tensor) -> Tensor:
     return true_logit - best_other
 
 
+def logit_margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``z[y] - logsumexp_{c != y} z[c]`` for logits (..., B, C) and labels (B,) → (..., B):
+    the logit of the softmax probability of class y, computed without cancellation."""
+    index = y.expand(logits.shape[:-1]).unsqueeze(-1)
+    true_logit = logits.gather(-1, index).squeeze(-1)
+    others = logits.scatter(-1, index, float("-inf"))
+    return true_logit - torch.logsumexp(others, dim=-1)
+
+
 @torch.no_grad()
 def record_predictions(
-    predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, n_models: int, rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Correctness (k, n) bool and margin (k, n) float16 of ``k`` models on all of ``x``.
+    predict: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    n_models: int,
+    rows: int,
+    n_classes: int,
+    out_of_subset: Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """The rows (``correct``, ``margin``, ``phi``, ``predicted``: (k, n)) of ``k`` models on
+    all of ``x`` (n, *shape), and ``prob_sum`` (n, C): the sum over models of their
+    softmax vectors in units of :data:`PROB_UNIT`, over the models where ``out_of_subset``
+    (k, n) bool is True, or over all of them.
 
     ``predict`` maps a chunk of examples (B, *shape) to the logits of all models
     (k, B, C); ``x`` is visited ``rows`` examples at a time. Results stay on ``x``'s
     device until the end, so there is one transfer to the host.
     """
     n = len(x)
-    correct = torch.empty((n_models, n), dtype=torch.bool, device=x.device)
-    margin = torch.empty((n_models, n), dtype=torch.float16, device=x.device)
+    out = {
+        kind: torch.empty(
+            (n_models, n), dtype=getattr(torch, np.dtype(dtype).name), device=x.device
+        )
+        for kind, dtype in ROW_DTYPES.items()
+    }
+    prob_sum = torch.empty((n, n_classes), dtype=torch.int64, device=x.device)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         logits = predict(x[start:stop]).float()
         y_chunk = y[start:stop]
-        correct[:, start:stop] = logits.argmax(dim=-1) == y_chunk
-        margin[:, start:stop] = true_class_margin(logits, y_chunk).clamp_(
-            -_FLOAT16_MAX, _FLOAT16_MAX
-        )
-    return correct.cpu().numpy(), margin.cpu().numpy()
+        predicted = logits.argmax(dim=-1)
+        out["predicted"][:, start:stop] = predicted
+        out["correct"][:, start:stop] = predicted == y_chunk
+        margin = true_class_margin(logits, y_chunk).clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
+        out["margin"][:, start:stop] = margin
+        phi = logit_margin(logits, y_chunk).clamp_(-_FLOAT16_MAX, _FLOAT16_MAX)
+        out["phi"][:, start:stop] = phi
+        units = torch.softmax(logits, dim=-1).div_(PROB_UNIT).round_().to(torch.int64)
+        if out_of_subset is not None:
+            units.mul_(out_of_subset[:, start:stop, None])
+        torch.sum(units, dim=0, out=prob_sum[start:stop])
+    result = {kind: value.cpu().numpy() for kind, value in out.items()}
+    result["prob_sum"] = prob_sum.cpu().numpy()
+    return result
+
+
+def predict_both_splits(
+    predict: Callable[[Tensor], Tensor],
+    data: DeviceData,
+    masks: np.ndarray,
+    x_train: Tensor,
+    x_test: Tensor,
+    rows: int,
+) -> ModelOutputs:
+    """:func:`record_predictions` of the k models of ``masks`` (k, n) on both splits of
+    ``data``, their inputs given as ``x_train`` and ``x_test`` (already in the trainer's
+    layout and dtype); train sums over the models that held each example out."""
+    k = len(masks)
+    out_of_subset = torch.from_numpy(~np.asarray(masks)).to(x_train.device)
+    train = record_predictions(
+        predict, x_train, data.y_train, k, rows, data.n_classes, out_of_subset
+    )
+    test = record_predictions(predict, x_test, data.y_test, k, rows, data.n_classes)
+    return ModelOutputs.from_splits(train, test)
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
+from tailscope.engine.outputs import ModelOutputs, eval_rows, predict_both_splits
 from tailscope.engine.precision import autocast
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
@@ -82,6 +82,4 @@ def _train_one(
         with autocast(data.device, precision):
             return model(x).unsqueeze(0)
 
-    correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, 1, rows)
-    correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, 1, rows)
-    return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
+    return predict_both_splits(predict, data, mask, data.x_train, data.x_test, rows)

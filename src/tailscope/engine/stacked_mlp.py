@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, record_predictions
+from tailscope.engine.outputs import ModelOutputs, predict_both_splits
 from tailscope.engine.precision import compute_dtype, fp32_products_in_bf16
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
@@ -430,6 +430,4 @@ def train_stacked_mlp(
     net.prepare_eval(rows)
     x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype)
     with record_function("tailscope.predict"):
-        correct_train, margin_train = record_predictions(net.logits, x_train, data.y_train, k, rows)
-        correct_test, margin_test = record_predictions(net.logits, x_test, data.y_test, k, rows)
-    return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
+        return predict_both_splits(net.logits, data, masks, x_train, x_test, rows)

@@ -26,7 +26,7 @@ from torch import nn
 from tailscope._checks import check_device
 from tailscope.engine.data import to_device_data
 from tailscope.engine.outputs import ModelOutputs
-from tailscope.engine.precision import PRECISIONS, check_precision
+from tailscope.engine.precision import check_precision
 from tailscope.engine.schedule import init_model
 from tailscope.engine.sequential import train_sequential
 from tailscope.engine.stacked_mlp import train_stacked_mlp, uses_stacked_mlp
@@ -34,7 +34,7 @@ from tailscope.engine.vectorized import NotVectorizableError, train_vectorized
 from tailscope.errors import DataError
 from tailscope.models.recipes import Recipe
 
-__all__ = ["PRECISIONS", "default_max_stacked", "train_models"]
+__all__ = ["default_models_per_step", "train_models"]
 
 #: Models per vectorized step by default. On a CPU, 8-32 run at about the same rate (GEMM-
 #: bound); 16 keeps the MNIST MLP's per-step gradients (16 x 784 x 512 floats) under glibc's
@@ -94,8 +94,9 @@ def train_models(
             a whole call takes ``k * recipe.epochs * ceil(m / recipe.batch_size)``.
 
     Returns:
-        :class:`ModelOutputs` with (k, n) and (k, t) correctness (bool) and true-class
-        margin (float16), in the order of ``masks``.
+        :class:`ModelOutputs`: (k, n) and (k, t) rows of correctness, max-margin, logit
+        margin and predicted class in the order of ``masks``, and the models' summed
+        out-of-sample class probabilities.
     """
     if not isinstance(recipe, Recipe):
         raise DataError(f"recipe must be a tailscope Recipe, got {type(recipe).__name__}")
@@ -105,7 +106,7 @@ def train_models(
     masks, seeds = _check_plan(masks, seeds, len(data.x_train))
     step_done = _progress_callback(progress)
     if max_stacked is None:
-        max_stacked = default_max_stacked(data.device)
+        max_stacked = default_models_per_step(data.device)
     elif not isinstance(max_stacked, int) or isinstance(max_stacked, bool) or max_stacked < 1:
         raise DataError(f"max_stacked must be an integer >= 1, got {max_stacked!r}")
 
@@ -140,9 +141,9 @@ def train_models(
     return ModelOutputs.concatenate(parts)
 
 
-def default_max_stacked(device: torch.device) -> int:
-    """Models per vectorized step by default on ``device``."""
-    return MAX_STACKED_CPU if device.type == "cpu" else MAX_STACKED_ACCELERATOR
+def default_models_per_step(device: torch.device | str) -> int:
+    """Models per vectorized step by default on ``device``: 16 on a CPU, 128 elsewhere."""
+    return MAX_STACKED_CPU if torch.device(device).type == "cpu" else MAX_STACKED_ACCELERATOR
 
 
 def _is_convolutional(module: nn.Module) -> bool:

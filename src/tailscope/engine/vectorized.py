@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, eval_rows, record_predictions
+from tailscope.engine.outputs import ModelOutputs, eval_rows, predict_both_splits
 from tailscope.engine.precision import autocast
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
@@ -104,9 +104,7 @@ def train_vectorized(
         with autocast(data.device, precision):
             return predict_all(params, buffers, x)
 
-    correct_train, margin_train = record_predictions(predict, data.x_train, data.y_train, k, rows)
-    correct_test, margin_test = record_predictions(predict, data.x_test, data.y_test, k, rows)
-    return ModelOutputs(correct_train, correct_test, margin_train, margin_test)
+    return predict_both_splits(predict, data, masks, data.x_train, data.x_test, rows)
 
 
 def _check_vmappable(base: nn.Module, params: dict, buffers: dict, data: DeviceData) -> None:

@@ -50,16 +50,16 @@ _INT_MM_MIN_ROWS = 17
 class TopK:
     """The k most influential train examples of every test example, most influential first.
 
-    Ties in influence go to the lower train index. Where fewer than k train examples have an
-    estimate, the row is padded with index -1 and NaN value and standard error.
+    Ties in influence go to the lower train position. Where fewer than k train examples have
+    an estimate, the row is padded with position -1 and NaN value and standard error.
 
     Attributes:
-        index: (t, k) int64 train indices.
+        train_pos: (t, k) int64 train positions (rows of the masks' columns).
         value: (t, k) float32 influence.
         se: (t, k) float32 standard error of the influence.
     """
 
-    index: np.ndarray
+    train_pos: np.ndarray
     value: np.ndarray
     se: np.ndarray
 
@@ -68,27 +68,32 @@ class TopK:
 class Pairs:
     """Every (train, test) pair with influence >= a threshold.
 
-    Sorted by test index, then influence (largest first), then train index.
+    Sorted by test position, then influence (largest first), then train position.
 
     Attributes:
-        train: (p,) int64 train indices.
-        test: (p,) int64 test indices.
+        train_pos: (p,) int64 train positions.
+        test_pos: (p,) int64 test positions.
         infl: (p,) float32 influence.
         se: (p,) float32 standard error of the influence.
     """
 
-    train: np.ndarray
-    test: np.ndarray
+    train_pos: np.ndarray
+    test_pos: np.ndarray
     infl: np.ndarray
     se: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.train)
+        return len(self.train_pos)
 
     def to_frame(self) -> pd.DataFrame:
-        """The pairs as a DataFrame with columns ``train, test, infl, infl_se``."""
+        """The pairs as a DataFrame with columns ``train_pos, test_pos, infl, infl_se``."""
         return pd.DataFrame(
-            {"train": self.train, "test": self.test, "infl": self.infl, "infl_se": self.se}
+            {
+                "train_pos": self.train_pos,
+                "test_pos": self.test_pos,
+                "infl": self.infl,
+                "infl_se": self.se,
+            }
         )
 
 
@@ -97,22 +102,22 @@ class InfluenceResult:
     """What :func:`influence` was asked to keep.
 
     Attributes:
-        train_index: (r,) int64 train rows considered, in the order of the rows of ``dense``.
+        train_pos: (r,) int64 train positions considered, in the order of the rows of ``dense``.
         top_k: the most influential train examples of every test example, if asked.
         pairs: the pairs above the threshold, if asked.
         dense: (r, t) float32 memory-mapped influence matrix (NaN rows for examples without
             an estimate), if asked.
     """
 
-    train_index: np.ndarray
+    train_pos: np.ndarray
     top_k: TopK | None = None
     pairs: Pairs | None = None
     dense: np.memmap | None = None
 
     def __repr__(self) -> str:
-        kept = [f"train_index=({len(self.train_index)},)"]
+        kept = [f"train_pos=({len(self.train_pos)},)"]
         if self.top_k is not None:
-            kept.append(f"top_k={self.top_k.index.shape}")
+            kept.append(f"top_k={self.top_k.train_pos.shape}")
         if self.pairs is not None:
             kept.append(f"pairs={len(self.pairs)}")
         if self.dense is not None:
@@ -126,7 +131,7 @@ def influence(
     *,
     top_k: int | None = None,
     threshold: float | None = None,
-    train_index: ArrayLike | None = None,
+    train_pos: ArrayLike | None = None,
     dense_path: str | os.PathLike | None = None,
     chunk_size: int = 2048,
     device: torch.device | str | None = None,
@@ -140,8 +145,8 @@ def influence(
         correct_test: (K, t) bool or 0/1, model k classifies test example j correctly.
         top_k: keep the ``top_k`` most influential train examples of every test example.
         threshold: keep every pair with influence >= ``threshold``.
-        train_index: (r,) train indices to consider (default: all n); outputs still name
-            global train indices.
+        train_pos: (r,) train positions to consider (default: all n); outputs still name
+            global train positions.
         dense_path: write the full (r, t) float32 matrix to this ``.npy`` file and return it
             memory-mapped.
         chunk_size: train rows per chunk.
@@ -158,7 +163,7 @@ def influence(
     check_same_models(masks, correct_test, "correct_test")
     n_models, n_train = masks.shape
     n_test = correct_test.shape[1]
-    rows = _check_train_index(train_index, n_train)
+    rows = _check_train_index(train_pos, n_train)
     top_k = _check_top_k(top_k, n_train)
     threshold = _check_threshold(threshold)
     chunk_size = check_chunk_size(chunk_size)
@@ -187,7 +192,7 @@ def influence(
         disable=not progress,
     ):
         chunk_rows = rows[positions]
-        block = masks[:, positions] if train_index is None else masks[:, chunk_rows]
+        block = masks[:, positions] if train_pos is None else masks[:, chunk_rows]
         in_subset = as_bool(block, "masks")  # (K, c)
         k_in = in_subset.view(np.uint8).sum(axis=0, dtype=np.int64)
         defined = (k_in > 0) & (k_in < n_models)
@@ -216,7 +221,7 @@ def influence(
     warn_undefined(n_undefined, n_rows, "influence")
     test_hits = correct.sum(axis=0, dtype=np.int64)
     return InfluenceResult(
-        train_index=rows,
+        train_pos=rows,
         top_k=(
             running_top_k.result(n_test, n_models, test_hits) if running_top_k is not None else None
         ),
@@ -232,10 +237,10 @@ def influence(
 # --- argument checks ------------------------------------------------------------------------
 
 
-def _check_train_index(train_index: ArrayLike | None, n_train: int) -> np.ndarray:
-    if train_index is None:
+def _check_train_index(train_pos: ArrayLike | None, n_train: int) -> np.ndarray:
+    if train_pos is None:
         return np.arange(n_train, dtype=np.int64)
-    return check_positions(train_index, n_train, "train_index", unique=True)
+    return check_positions(train_pos, n_train, "train_pos", unique=True)
 
 
 def _check_top_k(top_k: object, n_train: int) -> int | None:
@@ -476,14 +481,14 @@ class _RunningTopK:
         index[kept.test, rank] = kept.train
         value[kept.test, rank] = kept.value
         se[kept.test, rank] = kept.standard_error(n_models, test_hits)
-        return TopK(index=index, value=value, se=se)
+        return TopK(train_pos=index, value=value, se=se)
 
 
 def _pairs(entries: _Entries, n_models: int, test_hits: np.ndarray) -> Pairs:
     entries = entries.take(entries.order())
     return Pairs(
-        train=entries.train,
-        test=entries.test,
+        train_pos=entries.train,
+        test_pos=entries.test,
         infl=entries.value,
         se=entries.standard_error(n_models, test_hits),
     )

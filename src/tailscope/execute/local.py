@@ -8,7 +8,6 @@ import numpy as np
 
 from tailscope.engine import train_models
 from tailscope.execute.base import ChunkCallback, TrainingJob
-from tailscope.store import OUTPUTS
 
 __all__ = ["LocalExecutor"]
 
@@ -24,7 +23,8 @@ class LocalExecutor:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         for models in chunks:
-            out = train_models(
+            models = np.asarray(models, dtype=np.int64)
+            outputs = train_models(
                 job.recipe,
                 job.x_train,
                 job.y_train,
@@ -32,9 +32,11 @@ class LocalExecutor:
                 job.y_test,
                 job.masks[models],
                 job.seeds[models],
+                n_classes=job.n_classes,
                 device=job.device,
+                max_stacked=len(models),
                 precision=job.precision,
             )
-            on_chunk(models, {name: getattr(out, name) for name in OUTPUTS})
+            on_chunk(models, outputs)
             if progress is not None:
                 progress(len(models))

@@ -2,7 +2,7 @@
 
 The driver puts the job (features, labels, masks, seeds, recipe) in Ray's object store once,
 keeps at most ``max_in_flight`` chunks submitted and not yet written, and writes each
-finished chunk's rows through ``on_chunk`` as soon as it returns. Workers need no shared
+finished chunk's outputs through ``on_chunk`` as soon as it returns. Workers need no shared
 disk and never touch the run store.
 
 Faults: a task whose worker process or node dies is retried by Ray up to ``max_retries``
@@ -13,9 +13,9 @@ itself (bad input, a bug) is not retried: the driver stops and re-raises it.
 
 Reproducibility: a chunk's rows depend only on the job and the chunk's model indices (each
 model trains from its own seed), so a retried chunk, a resumed run and a local run give the
-same rows. They are bitwise equal when every node runs the same CPU kind and the same
-torch/MKL build (checked here for 1 vs 2 threads per task); across different CPU kinds
-float round-off may differ (see docs/ray.md).
+same rows: bit for bit where the same kernels run the same shapes (the same CPU kind and
+torch build, the same threads per task as the local run), and within float round-off where
+they do not (other thread counts or CPU kinds; see docs/design.md).
 
 Connections: ``run`` connects to the cluster, puts the job and disconnects on every call,
 unless called inside :meth:`RayExecutor.session`, which keeps one connection and one copy of
@@ -36,6 +36,7 @@ from types import ModuleType
 
 import numpy as np
 
+from tailscope.engine import ModelOutputs
 from tailscope.errors import DataError, TailscopeError
 from tailscope.execute.base import ChunkCallback, TrainingJob
 from tailscope.execute.local import LocalExecutor
@@ -56,8 +57,8 @@ def _import_ray() -> ModuleType:
     return ray
 
 
-def _train_chunk(job: TrainingJob, models: np.ndarray, num_threads: int) -> dict[str, np.ndarray]:
-    """Ray task: train the models ``models`` of ``job``; returns their rows by output name.
+def _train_chunk(job: TrainingJob, models: np.ndarray, num_threads: int) -> ModelOutputs:
+    """Ray task: train the models ``models`` of ``job``; returns their outputs.
 
     Runs on a worker, through the local executor, so a chunk trains exactly as it would in
     the driver. ``job`` arrives zero-copy from the object store, so its arrays are
@@ -66,11 +67,11 @@ def _train_chunk(job: TrainingJob, models: np.ndarray, num_threads: int) -> dict
     import torch
 
     torch.set_num_threads(num_threads)
-    rows: dict[str, np.ndarray] = {}
+    done: list[ModelOutputs] = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        LocalExecutor().run(job, [models], lambda _, chunk_rows: rows.update(chunk_rows))
-    return rows
+        LocalExecutor().run(job, [models], lambda _, outputs: done.append(outputs))
+    return done[0]
 
 
 @dataclass
@@ -221,7 +222,7 @@ class RayExecutor:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 models = pending.pop(ref)
                 try:
-                    rows = ray.get(ref)
+                    outputs = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:
                     raise _task_error(err) from None
                 except ray.exceptions.RayError as err:  # worker/node lost after retries
@@ -229,8 +230,8 @@ class RayExecutor:
                     continue
                 finally:
                     del ref
-                on_chunk(models, rows)
-                del rows
+                on_chunk(models, outputs)
+                del outputs
                 if progress is not None:
                     progress(len(models))
         finally:

@@ -1,21 +1,23 @@
 """The paper's analyses on the estimates of a run.
 
 - :mod:`~tailscope.experiments.distribution`: histogram and tail fractions of memorization.
-- :mod:`~tailscope.experiments.pairs`: the summary row of the high-influence pairs.
+- :mod:`~tailscope.experiments.pairs`: the summary row of the high-influence pairs and their
+  noise floor.
 - :mod:`~tailscope.experiments.removal`: retraining without memorized examples (marginal
-  utility) and without the influencers.
+  utility) and without the influencers, through the run's executor.
 - :mod:`~tailscope.experiments.agreement`: agreement between two runs, or two halves of one.
 - :mod:`~tailscope.experiments.released`: the paper's released pair files.
+- :mod:`~tailscope.experiments.analysis`: all of them on one run, as the report shows them.
 """
 
 from tailscope.experiments.agreement import (
-    AGREEMENT_FILE,
     agreement,
     compare_runs,
     jaccard,
     memorization_agreement,
     split_half,
 )
+from tailscope.experiments.analysis import RunAnalysis, analyze
 from tailscope.experiments.distribution import (
     MemorizationDistribution,
     extremes,
@@ -24,26 +26,21 @@ from tailscope.experiments.distribution import (
 from tailscope.experiments.pairs import mirror_pair_count, pair_summary
 from tailscope.experiments.released import load_released_pairs, released_test_size
 from tailscope.experiments.removal import (
-    INFLUENCERS_FILE,
-    MARGINAL_UTILITY_FILE,
     InfluencerRemoval,
     MarginalUtility,
     interval,
     marginal_utility,
     removal_masks,
     remove_influencers,
-    run_marginal_utility,
-    run_remove_influencers,
 )
 
 __all__ = [
-    "AGREEMENT_FILE",
-    "INFLUENCERS_FILE",
-    "MARGINAL_UTILITY_FILE",
     "InfluencerRemoval",
     "MarginalUtility",
     "MemorizationDistribution",
+    "RunAnalysis",
     "agreement",
+    "analyze",
     "compare_runs",
     "extremes",
     "interval",
@@ -57,7 +54,5 @@ __all__ = [
     "released_test_size",
     "removal_masks",
     "remove_influencers",
-    "run_marginal_utility",
-    "run_remove_influencers",
     "split_half",
 ]

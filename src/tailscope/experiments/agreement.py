@@ -23,19 +23,15 @@ from numpy.typing import ArrayLike
 from scipy import stats
 
 from tailscope.errors import DataError
-from tailscope.results import Estimates
+from tailscope.estimate import Estimates
 
 __all__ = [
-    "AGREEMENT_FILE",
     "agreement",
     "compare_runs",
     "jaccard",
     "memorization_agreement",
     "split_half",
 ]
-
-#: Where a run keeps its saved comparisons with other runs (JSON, inside the run directory).
-AGREEMENT_FILE = "agreement.json"
 
 
 def jaccard(a: Iterable, b: Iterable) -> float:
@@ -126,15 +122,15 @@ def split_half(estimates: Estimates, random_state: int | None = 0) -> tuple[Esti
 
 
 def compare_runs(run, other, *, infl: float = 0.15, mem: float = 0.25) -> dict[str, float]:
-    """:func:`agreement` of two :class:`tailscope.Run` objects, saved into ``run``
-    (``agreement.json``, one entry per other run, replaced when compared again)."""
+    """:func:`agreement` of two :class:`tailscope.Run` objects, saved into ``run`` (result
+    ``agreement``: one entry per other run, replaced when compared again)."""
     row = agreement(run.estimate(), other.estimate(), infl=infl, mem=mem)
     row = {"other": str(other.path), "infl": infl, "mem": mem} | row
-    saved = run.store.read_json(AGREEMENT_FILE) or {}
+    saved = run.store.load_result("agreement") or {}
     kept = [c for c in saved.get("comparisons", []) if c.get("other") != row["other"]]
-    run.store.write_json(AGREEMENT_FILE, {"comparisons": [*kept, row]})
+    run.store.save_result("agreement", {"comparisons": [*kept, row]})
     return row
 
 
 def _pair_keys(pairs: pd.DataFrame) -> set[tuple[int, int]]:
-    return set(zip(pairs["train"].astype(int), pairs["test"].astype(int), strict=True))
+    return set(zip(pairs["train_pos"].astype(int), pairs["test_pos"].astype(int), strict=True))

@@ -43,6 +43,7 @@ class MemorizationDistribution:
         above: (T,) fraction of the defined examples with ``mem >= theta``.
         class_above: (C, T) the same per class (NaN for a class with no defined example).
         class_count: (C,) defined examples per class.
+        class_mean: (C,) mean of the defined estimates per class (NaN for an empty class).
         n_defined: examples with an estimate; n_undefined: examples without (NaN).
         mean: mean of the defined estimates.
         mean_se: mean standard error of the defined estimates (NaN if no SE was given).
@@ -55,6 +56,7 @@ class MemorizationDistribution:
     above: np.ndarray
     class_above: np.ndarray
     class_count: np.ndarray
+    class_mean: np.ndarray
     n_defined: int
     n_undefined: int
     mean: float
@@ -135,6 +137,7 @@ def memorization_distribution(
     with np.errstate(divide="ignore", invalid="ignore"):
         class_fraction = np.where(class_count[:, None] > 0, counts / class_count[:, None], 0.0)
         class_above = hits / class_count[:, None]
+        class_mean = np.bincount(classes, values, n_classes) / class_count
     return MemorizationDistribution(
         bin_edges=edges,
         fraction=counts.sum(axis=0) / max(n_defined, 1),
@@ -143,6 +146,7 @@ def memorization_distribution(
         above=hits.sum(axis=0) / n_defined if n_defined else np.full(len(thresholds), np.nan),
         class_above=class_above,
         class_count=class_count,
+        class_mean=class_mean,
         n_defined=n_defined,
         n_undefined=len(mem) - n_defined,
         mean=float(values.mean()) if n_defined else float("nan"),

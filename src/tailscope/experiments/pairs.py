@@ -23,8 +23,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from tailscope.errors import DataError
-from tailscope.estimate import influence
-from tailscope.results import Estimates
+from tailscope.estimate import Estimates
 
 __all__ = ["mirror_pair_count", "pair_summary"]
 
@@ -63,19 +62,5 @@ def mirror_pair_count(
     estimates: Estimates, infl: float = 0.15, mem: float = 0.25, same_label: bool = True
 ) -> int:
     """Pairs with ``infl(i, j) <= -infl``, ``mem(i) >= mem`` (and the same label): the number
-    of noise pairs to expect among those :meth:`Estimates.high_influence_pairs` selects.
-
-    Flipping every model's mask of train example i flips the sign of ``infl(i, .)``, so this
-    is the selection of :meth:`~tailscope.Estimates.high_influence_pairs` on flipped masks,
-    computed on the columns with ``mem(i) >= mem`` only.
-    """
-    rows = np.flatnonzero(np.nan_to_num(estimates.memorization, nan=-np.inf) >= mem)
-    if len(rows) == 0:
-        return 0
-    flipped = ~np.asarray(estimates.masks[:, rows])
-    pairs = influence(flipped, estimates.correct_test, threshold=infl).pairs
-    if not same_label:
-        return len(pairs)
-    return int(
-        np.count_nonzero(estimates.y_train[rows[pairs.train]] == estimates.y_test[pairs.test])
-    )
+    of noise pairs to expect among those :meth:`Estimates.high_influence_pairs` selects."""
+    return len(estimates.high_influence_pairs(infl, mem, same_label, mirrored=True))

@@ -26,8 +26,9 @@ RELEASED_TEST_SIZES = {"cifar100": 10_000, "cifar-100": 10_000, "imagenet": 50_0
 
 
 def load_released_pairs(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a released pair file into a table with columns ``train, test, infl, mem``,
-    sorted by decreasing ``infl`` (then test index)."""
+    """Read a released pair file into a table with columns ``train_index, test_index, infl,
+    mem`` (indices into the original train and test order), sorted by decreasing ``infl``
+    (then test index)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetNotAvailableError(f"released pair file {path} does not exist")
@@ -43,13 +44,13 @@ def load_released_pairs(path: str | os.PathLike) -> pd.DataFrame:
             raise DataError(f"{path}: {key} must hold finite floats")
     frame = pd.DataFrame(
         {
-            "train": arrays["tr_idx"].astype(np.int64),
-            "test": arrays["tt_idx"].astype(np.int64),
+            "train_index": arrays["tr_idx"].astype(np.int64),
+            "test_index": arrays["tt_idx"].astype(np.int64),
             "infl": arrays["infl"].astype(np.float64),
             "mem": arrays["mem"].astype(np.float64),
         }
     )
-    return frame.sort_values(["infl", "test"], ascending=[False, True], ignore_index=True)
+    return frame.sort_values(["infl", "test_index"], ascending=[False, True], ignore_index=True)
 
 
 def released_test_size(path: str | os.PathLike) -> int | None:

@@ -15,42 +15,34 @@ trains from the same seed, so differences between conditions are taken repeat by
 Every accuracy comes with a t confidence interval over the R repeats:
 ``mean +- t_{R-1} * sd / sqrt(R)`` (NaN for R = 1).
 
-Results are plain data (``to_dict``/``from_dict``) so a run can keep them as JSON.
+Both retrain through :meth:`tailscope.Run.retrain`, so they honour the run's recipe,
+precision and models per step and take an executor as training does (``executor="ray"``).
+Results are plain data (``to_dict``/``from_dict``); a run keeps them as JSON.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
-from tqdm.auto import tqdm
 
-from tailscope._checks import check_positions
-from tailscope.data import features
-from tailscope.engine import train_models
+from tailscope._checks import check_positions, check_scalar
 from tailscope.errors import DataError
-from tailscope.models import Recipe
+from tailscope.execute import Executor
+from tailscope.run import Run
 
 __all__ = [
-    "INFLUENCERS_FILE",
-    "MARGINAL_UTILITY_FILE",
     "InfluencerRemoval",
     "MarginalUtility",
     "interval",
     "marginal_utility",
     "removal_masks",
     "remove_influencers",
-    "run_marginal_utility",
-    "run_remove_influencers",
 ]
-
-#: Where a run keeps each experiment's result (JSON, inside the run directory).
-MARGINAL_UTILITY_FILE = "marginal_utility.json"
-INFLUENCERS_FILE = "remove_influencers.json"
 
 DEFAULT_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -184,42 +176,40 @@ class MarginalUtility:
 
 
 def marginal_utility(
-    recipe: Recipe,
-    x_train: ArrayLike,
-    y_train: ArrayLike,
-    x_test: ArrayLike,
-    y_test: ArrayLike,
-    mem: ArrayLike,
+    run: Run,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     *,
+    mem: ArrayLike | None = None,
     n_repeats: int = 3,
     random_state: int | None = 0,
-    device: str = "cpu",
+    executor: str | Executor = "local",
+    device: str | None = None,
     progress: bool = False,
-    callback: Callable[[MarginalUtility], object] | None = None,
-    n_models_estimated: int | None = None,
+    **executor_options: object,
 ) -> MarginalUtility:
     """Retrain without the examples with ``mem >= theta`` and without as many random ones.
 
     Trains ``R`` models on the full train set, then for every theta ``R`` models without the
     examples with ``mem >= theta`` and ``R`` without as many random examples (a theta that
-    removes nothing reuses the full-set models). Undefined (NaN) ``mem`` is never removed.
+    removes nothing reuses the full-set models); undefined (NaN) ``mem`` is never removed.
+    All of it goes to ``executor`` in one job. The result is saved into the run
+    (``marginal_utility``).
 
     Args:
-        recipe: the learning algorithm (usually the run's).
-        x_train, y_train, x_test, y_test: scaled features (n, ...) / (t, ...) and labels.
-        mem: (n,) memorization estimates.
+        run: the run; its recipe, precision and models per step train the models.
         thresholds: the thetas.
+        mem: (n,) memorization to threshold (default: the run's estimates).
         n_repeats: R, models per condition (>= 2 for confidence intervals).
         random_state: seeds the models and the random removals.
-        device: torch device to train on.
-        progress: show a progress bar over conditions.
-        callback: called with the result so far after every theta (e.g. to save it).
-        n_models_estimated: recorded with the result (models behind ``mem``).
+        executor, device, executor_options: as for :meth:`tailscope.Run.train`.
+        progress: show a progress bar over the models.
     """
-    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    n_train = run.spec.dataset.n_train
+    n_estimated = None
+    if mem is None:
+        est = run.estimate()
+        mem, n_estimated = est.memorization, est.n_models
     mem = np.asarray(mem, dtype=np.float64)
-    n_train = len(y_train)
     if mem.shape != (n_train,):
         raise DataError(
             f"mem must have shape ({n_train},) (one per train example), got {mem.shape}"
@@ -227,45 +217,47 @@ def marginal_utility(
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if len(thresholds) == 0 or not np.isfinite(thresholds).all():
         raise DataError("thresholds must be one or more finite numbers")
-    n_repeats = _check_repeats(n_repeats)
+    n_repeats = check_scalar(n_repeats, "n_repeats", int, min_val=1)
     rng = np.random.default_rng(random_state)
     seeds = rng.integers(0, 2**31 - 1, size=n_repeats)
     defined = np.nan_to_num(mem, nan=-np.inf)
 
-    def accuracy(masks: np.ndarray, model_seeds: np.ndarray) -> np.ndarray:
-        out = train_models(
-            recipe, x_train, y_train, x_test, y_test, masks, model_seeds, device=device
-        )
-        return out.correct_test.mean(axis=1)
-
-    with tqdm(total=1 + len(thresholds), desc="marginal utility", disable=not progress) as bar:
-        baseline = accuracy(np.ones((n_repeats, n_train), dtype=bool), seeds)
-        bar.update()
-        n_removed, targeted, random = [], [], []
-        for theta in thresholds:
-            remove = np.flatnonzero(defined >= theta)
-            n_removed.append(len(remove))
-            if len(remove) == 0:
-                targeted.append(baseline)
-                random.append(baseline)
-            else:
-                tgt_masks, rnd_masks = removal_masks(n_train, remove, n_repeats, rng)
-                both = accuracy(np.concatenate([tgt_masks, rnd_masks]), np.tile(seeds, 2))
-                targeted.append(both[:n_repeats])
-                random.append(both[n_repeats:])
-            bar.update()
-            result = MarginalUtility(
-                thresholds=thresholds[: len(n_removed)],
-                n_removed=np.asarray(n_removed, dtype=np.int64),
-                n_train=n_train,
-                baseline=baseline,
-                targeted=np.stack(targeted),
-                random=np.stack(random),
-                n_models_estimated=n_models_estimated,
-                random_state=random_state,
-            )
-            if callback is not None:
-                callback(result)
+    removed = [np.flatnonzero(defined >= theta) for theta in thresholds]
+    masks = [np.ones((n_repeats, n_train), dtype=bool)]
+    for remove in removed:
+        if len(remove):
+            masks.extend(removal_masks(n_train, remove, n_repeats, rng))
+    masks = np.concatenate(masks)
+    accuracy = run.retrain(
+        masks,
+        np.resize(seeds, len(masks)),
+        executor=executor,
+        device=device,
+        progress=progress,
+        **executor_options,
+    ).correct_test.mean(axis=1)
+    baseline, rest = accuracy[:n_repeats], accuracy[n_repeats:].reshape(-1, n_repeats)
+    targeted, random, used = [], [], 0
+    for remove in removed:
+        if len(remove) == 0:
+            targeted.append(baseline)
+            random.append(baseline)
+        else:
+            targeted.append(rest[used])
+            random.append(rest[used + 1])
+            used += 2
+    result = MarginalUtility(
+        thresholds=thresholds,
+        n_removed=np.array([len(r) for r in removed], dtype=np.int64),
+        n_train=n_train,
+        baseline=baseline,
+        targeted=np.stack(targeted),
+        random=np.stack(random),
+        n_models_estimated=n_estimated,
+        random_state=random_state,
+    )
+    if run.store.writable:
+        run.store.save_result("marginal_utility", result.to_dict())
     return result
 
 
@@ -348,66 +340,74 @@ class InfluencerRemoval:
 
 
 def remove_influencers(
-    recipe: Recipe,
-    x_train: ArrayLike,
-    y_train: ArrayLike,
-    x_test: ArrayLike,
-    y_test: ArrayLike,
-    pair_train: ArrayLike,
-    pair_test: ArrayLike,
+    run: Run,
     *,
+    infl: float = 0.15,
+    mem: float = 0.25,
+    pairs: pd.DataFrame | None = None,
     n_repeats: int = 3,
     random_state: int | None = 0,
-    device: str = "cpu",
+    executor: str | Executor = "local",
+    device: str | None = None,
     progress: bool = False,
+    **executor_options: object,
 ) -> InfluencerRemoval:
     """Retrain on S, on S without the pairs' train examples, and on S without as many random
     ones; measure accuracy on the pairs' test examples and on the rest of the test set.
 
     Args:
-        recipe: the learning algorithm (usually the run's).
-        x_train, y_train, x_test, y_test: scaled features and labels.
-        pair_train, pair_test: (p,) train and test *positions* of the pairs.
+        run: the run; its recipe, precision and models per step train the models.
+        infl, mem: select the run's high-influence pairs
+            (:meth:`~tailscope.estimate.Estimates.high_influence_pairs`).
+        pairs: instead, the pairs to remove, with columns ``train_pos`` and ``test_pos``.
         n_repeats: R, models per condition (>= 2 for confidence intervals).
         random_state: seeds the models and the random removal.
-        device: torch device to train on.
-        progress: show a progress bar over conditions.
+        executor, device, executor_options: as for :meth:`tailscope.Run.train`.
+        progress: show a progress bar over the models.
+
+    The result is saved into the run (``remove_influencers``, positions in the run's order).
     """
-    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    n_train, n_test = len(y_train), len(y_test)
-    influencers = np.unique(
-        check_positions(np.asarray(pair_train).reshape(-1), n_train, "pair_train")
-    )
-    influenced = np.unique(check_positions(np.asarray(pair_test).reshape(-1), n_test, "pair_test"))
+    n_models_estimated = None
+    if pairs is None:
+        est = run.estimate()
+        pairs = est.high_influence_pairs(infl=infl, mem=mem)
+        n_models_estimated = est.n_models
+        if not len(pairs):
+            raise DataError(
+                f"{run.path} has no high-influence pairs at infl >= {infl}, mem >= {mem}: "
+                "nothing to remove"
+            )
+    n_train, n_test = run.spec.dataset.n_train, run.spec.dataset.n_test
+    influencers = np.unique(check_positions(np.asarray(pairs["train_pos"]), n_train, "train_pos"))
+    influenced = np.unique(check_positions(np.asarray(pairs["test_pos"]), n_test, "test_pos"))
     if len(influencers) == 0 or len(influenced) == 0:
         raise DataError("there are no pairs: nothing to remove")
-    n_repeats = _check_repeats(n_repeats)
+    n_repeats = check_scalar(n_repeats, "n_repeats", int, min_val=1)
     rng = np.random.default_rng(random_state)
     seeds = rng.integers(0, 2**31 - 1, size=n_repeats)
     targeted, random = removal_masks(n_train, influencers, n_repeats, rng)
+    full = np.ones((n_repeats, n_train), dtype=bool)
+    correct = run.retrain(
+        np.concatenate([full, targeted, random]),
+        np.tile(seeds, 3),
+        executor=executor,
+        device=device,
+        progress=progress,
+        **executor_options,
+    ).correct_test.reshape(3, n_repeats, n_test)
     is_influenced = np.zeros(n_test, dtype=bool)
     is_influenced[influenced] = True
-
-    accuracy: dict[str, dict[str, np.ndarray]] = {}
-    conditions = {
-        "full": np.ones((n_repeats, n_train), dtype=bool),
-        "without_influencers": targeted,
-        "without_random": random,
-    }
-    for condition, masks in tqdm(
-        conditions.items(), desc="removing influencers", disable=not progress
-    ):
-        correct = train_models(
-            recipe, x_train, y_train, x_test, y_test, masks, seeds, device=device
-        ).correct_test
-        accuracy[condition] = {
-            "all": correct.mean(axis=1),
-            "influenced": correct[:, is_influenced].mean(axis=1),
-            "rest": correct[:, ~is_influenced].mean(axis=1)
+    accuracy = {
+        condition: {
+            "all": rows.mean(axis=1),
+            "influenced": rows[:, is_influenced].mean(axis=1),
+            "rest": rows[:, ~is_influenced].mean(axis=1)
             if (~is_influenced).any()
             else np.full(n_repeats, np.nan),
         }
-    return InfluencerRemoval(
+        for condition, rows in zip(InfluencerRemoval.CONDITIONS, correct, strict=True)
+    }
+    result = InfluencerRemoval(
         influencers=influencers,
         influenced=influenced,
         n_train=n_train,
@@ -415,87 +415,15 @@ def remove_influencers(
         accuracy=accuracy,
         random_state=random_state,
     )
-
-
-# ---- on a run -----------------------------------------------------------------------------------
-def run_marginal_utility(
-    run,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    *,
-    n_repeats: int = 3,
-    random_state: int | None = 0,
-    device: str = "cpu",
-    progress: bool = False,
-) -> MarginalUtility:
-    """:func:`marginal_utility` with a :class:`tailscope.Run`'s recipe, data and estimates;
-    the result is saved into the run (``marginal_utility.json``) after every theta."""
-    est = run.estimate()
-    data = run.dataset
-    x_train, x_test = features(data, run.spec["dataset"]["scaling"])
-    return marginal_utility(
-        run.recipe,
-        x_train,
-        data.y_train,
-        x_test,
-        data.y_test,
-        est.memorization,
-        thresholds,
-        n_repeats=n_repeats,
-        random_state=random_state,
-        device=device,
-        progress=progress,
-        callback=lambda result: run.store.write_json(MARGINAL_UTILITY_FILE, result.to_dict()),
-        n_models_estimated=est.n_models,
-    )
-
-
-def run_remove_influencers(
-    run,
-    *,
-    infl: float = 0.15,
-    mem: float = 0.25,
-    n_repeats: int = 3,
-    random_state: int | None = 0,
-    device: str = "cpu",
-    progress: bool = False,
-) -> InfluencerRemoval:
-    """:func:`remove_influencers` on a :class:`tailscope.Run`'s high-influence pairs
-    (``infl``, ``mem``, same label); the result is saved into the run
-    (``remove_influencers.json``, positions in the run's order)."""
-    est = run.estimate()
-    pairs = est.high_influence_pairs(infl=infl, mem=mem)
-    if not len(pairs):
-        raise DataError(
-            f"{run.path} has no high-influence pairs at infl >= {infl}, mem >= {mem}: nothing "
-            "to remove"
+    if run.store.writable:
+        record = result.to_dict() | {"infl": infl, "mem": mem}
+        run.store.save_result(
+            "remove_influencers", record | {"n_models_estimated": n_models_estimated}
         )
-    data = run.dataset
-    x_train, x_test = features(data, run.spec["dataset"]["scaling"])
-    result = remove_influencers(
-        run.recipe,
-        x_train,
-        data.y_train,
-        x_test,
-        data.y_test,
-        pd.Index(est.train_index).get_indexer(pairs["train"]),
-        pd.Index(est.test_index).get_indexer(pairs["test"]),
-        n_repeats=n_repeats,
-        random_state=random_state,
-        device=device,
-        progress=progress,
-    )
-    record = result.to_dict() | {"infl": infl, "mem": mem, "n_models_estimated": est.n_models}
-    run.store.write_json(INFLUENCERS_FILE, record)
     return result
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _check_repeats(n_repeats: object) -> int:
-    if isinstance(n_repeats, bool) or not isinstance(n_repeats, int | np.integer) or n_repeats < 1:
-        raise DataError(f"n_repeats must be a positive integer, got {n_repeats!r}")
-    return int(n_repeats)
-
-
 def _check_record(record: object, experiment: str) -> None:
     if not isinstance(record, dict) or record.get("experiment") != experiment:
         raise DataError(f"not a saved {experiment} result")

@@ -11,6 +11,7 @@
 5. marginal utility and removing the influencers, when their experiments were run;
 6. the paper's released pair files, when given.
 
+The numbers come from :func:`tailscope.experiments.analyze`; this module only renders them.
 Plots and images are embedded as PNG data URIs; every string that comes from data (names,
 paths, labels) passes through :func:`html.escape`.
 """
@@ -28,23 +29,13 @@ import pandas as pd
 
 from tailscope import __version__
 from tailscope.errors import TailscopeError
-from tailscope.experiments.agreement import AGREEMENT_FILE, agreement, split_half
-from tailscope.experiments.distribution import extremes, memorization_distribution
-from tailscope.experiments.pairs import mirror_pair_count, pair_summary
-from tailscope.experiments.released import load_released_pairs, released_test_size
-from tailscope.experiments.removal import (
-    INFLUENCERS_FILE,
-    MARGINAL_UTILITY_FILE,
-    InfluencerRemoval,
-    MarginalUtility,
-    interval,
-)
+from tailscope.estimate import Estimates
+from tailscope.experiments import InfluencerRemoval, RunAnalysis, analyze, interval
 from tailscope.report import plots
-from tailscope.results import Estimates
 
 __all__ = ["render_report", "write_report"]
 
-#: Above this worst-case standard error, selecting pairs at infl >= 0.15 is mostly noise.
+#: Above this median standard error of the pairs, a pair near the threshold may be noise.
 NOISY_SE = 0.05
 
 _CSS = """
@@ -87,31 +78,33 @@ def render_report(
     """The report of ``run`` (a :class:`tailscope.Run`) as one HTML string.
 
     Args:
-        run: the run; its finished models are estimated.
+        run: the run; its finished models are analysed (:func:`tailscope.experiments.analyze`).
         infl, mem: the pair selection thresholds (the paper's 0.15 and 0.25).
         released: paths of released pair files to show beside the run.
         gallery_size: examples (and pairs) per gallery.
         max_pair_rows: rows of the pair table.
         split_half_seed: seed of the split of the models into two halves.
     """
-    released_pairs = [(Path(p), load_released_pairs(p)) for p in released]
-    est = run.estimate()
-    spec = run.spec
-    class_names = [str(c) for c in spec["dataset"].get("class_names") or []]
-    if len(class_names) < int(max(est.y_train.max(), est.y_test.max())) + 1:
-        class_names = [str(c) for c in range(int(max(est.y_train.max(), est.y_test.max())) + 1)]
-    images = _Images.of(run, est)
-    pairs = est.high_influence_pairs(infl=infl, mem=mem)
+    analysis = analyze(
+        run,
+        infl=infl,
+        mem=mem,
+        released=released,
+        gallery_size=gallery_size,
+        split_half_seed=split_half_seed,
+    )
+    images = _Images.of(run, analysis.estimates)
     sections = [
-        _overview(run, est),
-        _distribution_section(est, class_names, images, gallery_size, mem),
-        _pairs_section(est, pairs, class_names, images, infl, mem, gallery_size, max_pair_rows),
-        _agreement_section(run, est, infl, mem, split_half_seed),
-        _marginal_utility_section(run),
-        _influencers_section(run),
-        *(_released_section(path, frame) for path, frame in released_pairs),
+        _overview(analysis),
+        _distribution_section(analysis, images),
+        _pairs_section(analysis, images, gallery_size, max_pair_rows),
+        _agreement_section(analysis),
+        _marginal_utility_section(analysis),
+        _influencers_section(analysis),
+        *(_released_section(name, frame, summary) for name, frame, summary in analysis.released),
     ]
-    title = f"tailscope report: {spec['dataset']['name']} / {spec['recipe']['name']}"
+    spec = run.spec
+    title = f"tailscope report: {spec.dataset.name} / {spec.recipe['name']}"
     toc = "".join(f'<li><a href="#{sid}">{_e(name)}</a></li>' for sid, name, _ in sections)
     body = "".join(
         f'<section id="{sid}"><h2>{_e(name)}</h2>{content}</section>'
@@ -208,52 +201,42 @@ class _Images:
 
 
 # ---- sections ------------------------------------------------------------------------------
-def _overview(run, est: Estimates) -> tuple[str, str, str]:
-    spec = run.spec
-    k = est.n_models
-    # Worst case of the binary SE formula at p_in = p_out = 1/2, with the run's in/out split.
-    ratio = float(spec.get("ratio", 0.7))
-    worst_se = float(np.sqrt(0.25 / (ratio * k) + 0.25 / ((1 - ratio) * k)))
-    recipe = spec["recipe"]
-    hyper = ", ".join(f"{key}={value}" for key, value in recipe.items() if key != "name")
+def _overview(analysis: RunAnalysis) -> tuple[str, str, str]:
+    o = analysis.overview
+    hyper = ", ".join(f"{key}={value}" for key, value in o["recipe"].items() if key != "name")
+    ratios = ", ".join(f"{r:g}" for r in o["ratios"])
+    if len(o["ratios"]) > 1:
+        ratios += f" (estimates use the models of ratio {o['analysis_ratio']:g})"
     rows = [
-        ["dataset", _e(spec["dataset"]["name"])],
-        ["train / test examples", f"{est.y_train.size:,} / {est.y_test.size:,}"],
-        ["recipe", f"{_e(recipe['name'])} ({_e(hyper)})"],
-        ["models K (finished / planned)", f"{k:,} / {spec['n_models']:,}"],
-        ["subset ratio m/n", _num(ratio, 2)],
-        ["mean test accuracy of the subset models", _pct(float(np.mean(est.correct_test)))],
-        ["mean SE of mem", _num(float(np.nanmean(est.memorization_se)))],
-        ["worst-case SE of one estimate (p = 1/2)", _num(worst_se)],
+        ["dataset", _e(o["dataset"])],
+        ["train / test examples", f"{o['n_train']:,} / {o['n_test']:,}"],
+        ["recipe", f"{_e(o['recipe']['name'])} ({_e(hyper)})"],
+        ["precision", _e(o["precision"])],
+        ["models K (finished / planned)", f"{o['models']:,} / {o['models_planned']:,}"],
+        ["subset ratio m/n", _e(ratios)],
+        ["mean test accuracy of the subset models", _pct(o["test_accuracy"])],
+        ["mean SE of mem", _num(o["mean_mem_se"])],
+        ["worst-case SE of one estimate (p = 1/2)", _num(o["worst_se"])],
     ]
     content = _table(["", "value"], rows, text_columns=(0, 1))
-    if worst_se > NOISY_SE:
+    if analysis.noisy:
+        worst = o["worst_se"]
         content += _note(
-            f"With K = {k:,} models a single estimate has a standard error of up to "
-            f"{worst_se:.3f}: differences of memorization or influence below about "
-            f"{4 * worst_se:.2f} are not distinguishable from noise, and many pairs selected at "
+            f"With K = {o['models']:,} models a single estimate has a standard error of up to "
+            f"{worst:.3f}: differences of memorization or influence below about "
+            f"{4 * worst:.2f} are not distinguishable from noise, and many pairs selected at "
             "infl &ge; 0.15 may be noise (the paper used K = 2,000&ndash;4,000, SE &le; 0.024)."
         )
     return "overview", "Overview", content
 
 
-def _distribution_section(
-    est: Estimates, class_names: list[str], images, gallery_size: int, mem: float
-) -> tuple[str, str, str]:
-    thresholds = sorted({mem, 0.25, 0.5, 0.75})
-    dist = memorization_distribution(
-        est.memorization,
-        est.memorization_se,
-        est.y_train,
-        n_classes=len(class_names),
-        thresholds=thresholds,
-    )
+def _distribution_section(analysis: RunAnalysis, images) -> tuple[str, str, str]:
+    est, dist, class_names = analysis.estimates, analysis.distribution, analysis.class_names
     head = ["", "examples", "mean mem"] + [f"mem >= {t:g}" for t in dist.thresholds]
     rows = [["all", _num(dist.n_defined), _num(dist.mean)] + [_pct(f) for f in dist.above]]
     for c, name in enumerate(class_names):
-        mean_c = np.nanmean(est.memorization[est.y_train == c]) if dist.class_count[c] else np.nan
         rows.append(
-            [_e(name), _num(int(dist.class_count[c])), _num(mean_c)]
+            [_e(name), _num(int(dist.class_count[c])), _num(dist.class_mean[c])]
             + [_pct(f) for f in dist.class_above[c]]
         )
     content = (
@@ -268,8 +251,7 @@ def _distribution_section(
         content += _note(
             f"{dist.n_undefined:,} examples were in every subset or in none and have no estimate."
         )
-    most, least = extremes(est.memorization, gallery_size)
-    for title, chosen in (("Most memorized", most), ("Least memorized", least)):
+    for title, chosen in (("Most memorized", analysis.most), ("Least memorized", analysis.least)):
         content += f"<h3>{title} train examples</h3>" + _example_gallery(
             est, chosen, class_names, images
         )
@@ -303,25 +285,17 @@ def _example_gallery(est: Estimates, positions: np.ndarray, class_names, images)
 
 
 def _pairs_section(
-    est: Estimates,
-    pairs: pd.DataFrame,
-    class_names,
-    images,
-    infl: float,
-    mem: float,
-    gallery_size: int,
-    max_rows: int,
+    analysis: RunAnalysis, images, gallery_size: int, max_rows: int
 ) -> tuple[str, str, str]:
-    n_test = len(est.y_test)
-    summary = pair_summary(pairs["train"], pairs["test"], n_test)
+    pairs, class_names = analysis.pairs, analysis.class_names
+    infl, mem, mirror = analysis.infl, analysis.mem, analysis.mirror_pairs
     content = (
         f"<p>Pairs (train i, test j) with infl(i, j) &ge; {infl:g}, mem(i) &ge; {mem:g} and the "
         "same label: the test example is classified correctly far more often by the models "
-        "that trained on i.</p>" + _summary_table([("this run", summary)])
+        "that trained on i.</p>" + _summary_table([("this run", analysis.pair_summary)])
     )
     if not len(pairs):
         return "pairs", "High-influence pairs", content + "<p>No pair passes the thresholds.</p>"
-    mirror = mirror_pair_count(est, infl=infl, mem=mem)
     content += (
         f"<p>Noise floor: {mirror:,} pairs pass the same selection with the sign of the "
         f"influence flipped (infl &le; &minus;{infl:g}). Estimation noise is symmetric and true "
@@ -340,8 +314,9 @@ def _pairs_section(
     top = pairs.head(gallery_size)
     if not isinstance(images, str):
         figures = [
-            f'<figure class="pair"><div>{images.train(int(r.train))}{images.test(int(r.test))}'
-            f"</div><figcaption>train #{int(r.train)} &rarr; test #{int(r.test)} "
+            f'<figure class="pair"><div>{images.train(int(r.train_index))}'
+            f"{images.test(int(r.test_index))}</div><figcaption>train "
+            f"#{int(r.train_index)} &rarr; test #{int(r.test_index)} "
             f"({_e(class_names[int(r.label)])})<br>infl {r.infl:.2f} &plusmn; {r.infl_se:.2f}, "
             f"mem {r.mem:.2f}</figcaption></figure>"
             for r in top.itertuples(index=False)
@@ -352,8 +327,8 @@ def _pairs_section(
         content += f'<p class="muted">{_e(images)}</p>'
     rows = [
         [
-            str(int(r.train)),
-            str(int(r.test)),
+            str(int(r.train_index)),
+            str(int(r.test_index)),
             _e(class_names[int(r.label)]),
             _num(r.infl),
             _num(r.infl_se),
@@ -397,28 +372,25 @@ def _summary_table(named: Sequence[tuple[str, dict]]) -> str:
     return _table(head, rows, text_columns=(0,))
 
 
-def _agreement_section(run, est: Estimates, infl: float, mem: float, seed: int):
+def _agreement_section(analysis: RunAnalysis) -> tuple[str, str, str]:
     content = ""
-    if est.n_models >= 4:
-        half_a, half_b = split_half(est, random_state=seed)
-        row = agreement(half_a, half_b, infl=infl, mem=mem)
+    row = analysis.split_half
+    if row is not None:
+        mem_a, mem_b = analysis.halves_mem
         content += (
-            f"<h3>Split-half reliability</h3><p>The {est.n_models:,} models split at random "
-            f"into two independent runs of {half_a.n_models:,} and {half_b.n_models:,} "
-            "models. Agreement here is a floor: the full run's estimates have about "
-            "1/&radic;2 of these halves' standard errors.</p>"
+            f"<h3>Split-half reliability</h3><p>The {analysis.estimates.n_models:,} models "
+            f"split at random into two independent runs of {row['models_a']:,} and "
+            f"{row['models_b']:,} models. Agreement here is a floor: the full run's estimates "
+            "have about 1/&radic;2 of these halves' standard errors.</p>"
             + _agreement_table([("half A vs half B", row)])
             + _plot(
-                plots.scatter_plot(
-                    half_a.memorization, half_b.memorization, "mem, half A", "mem, half B"
-                ),
+                plots.scatter_plot(mem_a, mem_b, "mem, half A", "mem, half B"),
                 "split-half scatter",
             )
         )
-    saved = run.store.read_json(AGREEMENT_FILE) or {}
-    if saved.get("comparisons"):
+    if analysis.comparisons:
         content += "<h3>Saved comparisons (<code>tailscope compare</code>)</h3>"
-        content += _agreement_table([(c["other"], c) for c in saved["comparisons"]])
+        content += _agreement_table([(c["other"], c) for c in analysis.comparisons])
     if not content:
         content = "<p>Too few models for a split-half comparison.</p>"
     return "agreement", "Agreement", content
@@ -453,10 +425,10 @@ def _agreement_table(named: Sequence[tuple[str, dict]]) -> str:
     return _table(head, rows, text_columns=(0,))
 
 
-def _marginal_utility_section(run) -> tuple[str, str, str]:
-    record = run.store.read_json(MARGINAL_UTILITY_FILE)
+def _marginal_utility_section(analysis: RunAnalysis) -> tuple[str, str, str]:
+    result, run = analysis.marginal_utility, analysis.run
     name = "Marginal utility of memorized examples"
-    if record is None:
+    if result is None:
         return (
             "marginal-utility",
             name,
@@ -465,7 +437,6 @@ def _marginal_utility_section(run) -> tuple[str, str, str]:
                 f"{_e(run.path)}</code> retrains without the examples with mem &ge; theta.</p>"
             ),
         )
-    result = MarginalUtility.from_dict(record)
     frame = result.frame()
     base = interval(result.baseline)
     rows = [
@@ -505,10 +476,10 @@ def _marginal_utility_section(run) -> tuple[str, str, str]:
     return "marginal-utility", name, content
 
 
-def _influencers_section(run) -> tuple[str, str, str]:
-    record = run.store.read_json(INFLUENCERS_FILE)
+def _influencers_section(analysis: RunAnalysis) -> tuple[str, str, str]:
+    result, run = analysis.influencers, analysis.run
     name = "Removing the influencers"
-    if record is None:
+    if result is None:
         return (
             "influencers",
             name,
@@ -517,7 +488,6 @@ def _influencers_section(run) -> tuple[str, str, str]:
                 f"{_e(run.path)}</code> retrains without the train examples of the pairs.</p>"
             ),
         )
-    result = InfluencerRemoval.from_dict(record)
     labels = {
         "full": "trained on S",
         "without_influencers": "S minus the influencers",
@@ -546,16 +516,14 @@ def _influencers_section(run) -> tuple[str, str, str]:
     return "influencers", name, content
 
 
-def _released_section(path: Path, pairs: pd.DataFrame) -> tuple[str, str, str]:
-    n_test = released_test_size(path)
-    summary = pair_summary(pairs["train"], pairs["test"], n_test)
+def _released_section(name: str, pairs: pd.DataFrame, summary: dict) -> tuple[str, str, str]:
     content = (
-        f"<p>The paper's released pairs from <code>{_e(path.name)}</code> "
+        f"<p>The paper's released pairs from <code>{_e(name)}.npz</code> "
         "(infl &ge; 0.15, mem &ge; 0.25, same label).</p>"
-        + _summary_table([(path.stem, summary)])
-        + _plot(plots.pair_histograms(pairs["infl"], pairs["mem"]), f"{path.stem} histograms")
+        + _summary_table([(name, summary)])
+        + _plot(plots.pair_histograms(pairs["infl"], pairs["mem"]), f"{name} histograms")
     )
-    return f"released-{_slug(path.stem)}", f"Released pairs: {path.stem}", content
+    return f"released-{_slug(name)}", f"Released pairs: {name}", content
 
 
 def _slug(text: str) -> str:

@@ -1,8 +1,9 @@
 """Estimates: the memorization and influence estimates of one run, with their SEs.
 
-Arrays are indexed by position in the run (0..n-1 train, 0..t-1 test); the tables this
-object exports name examples by their index in the source dataset (``train_index``,
-``test_index``), which equals the position unless the run used a subset.
+Arrays are indexed by position in the run (0..n-1 train, 0..t-1 test). The tables this
+object exports name examples by their id in the source dataset (``index``, ``train_index``,
+``test_index``), which equals the position unless the run used a subset, and carry the
+positions too where a caller needs them (``train_pos``, ``test_pos``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from tailscope.estimate import InfluenceResult, influence, memorization
-from tailscope.store import RunStore
+from tailscope.estimate.influence import InfluenceResult, influence
+from tailscope.estimate.memorization import memorization
 
 __all__ = ["Estimates"]
 
@@ -48,20 +49,6 @@ class Estimates:
         )
         self.test_index = (
             np.arange(len(self.y_test)) if test_index is None else np.asarray(test_index)
-        )
-
-    @classmethod
-    def from_store(cls, store: RunStore) -> Estimates:
-        models = store.finished()
-        masks = store.masks if len(models) == store.n_models else store.masks[models]
-        return cls(
-            masks,
-            store.read("correct_train", models),
-            store.read("correct_test", models),
-            store.y_train,
-            store.y_test,
-            store.train_index,
-            store.test_index,
         )
 
     @property
@@ -100,42 +87,53 @@ class Estimates:
         return influence(self.masks, self.correct_test, **kwargs)
 
     def high_influence_pairs(
-        self, infl: float = 0.15, mem: float = 0.25, same_label: bool = True
+        self, infl: float = 0.15, mem: float = 0.25, same_label: bool = True, *, mirrored=False
     ) -> pd.DataFrame:
         """Train/test pairs with ``infl(i, j) >= infl`` and ``mem(i) >= mem`` (and, by
-        default, the same label), as the paper selects them.
+        default, the same label), as the paper selects them; ``mirrored=True`` selects with
+        the sign of the influence flipped (``infl(i, j) <= -infl``), the noise floor.
 
         Only train rows with ``mem(i) >= mem`` are scanned, so this needs memory for the
-        selected pairs, never for the n x t matrix. Columns: train, test (source indices),
-        label, infl, infl_se, mem, mem_se; sorted by decreasing infl.
+        selected pairs, never for the n x t matrix. Columns: train_index, test_index
+        (source ids), train_pos, test_pos, label, infl, infl_se, mem, mem_se; sorted by
+        decreasing infl (increasing when mirrored).
         """
         mem_values = self.memorization
         rows = np.flatnonzero(np.nan_to_num(mem_values, nan=-np.inf) >= mem)
-        columns = ["train", "test", "label", "infl", "infl_se", "mem", "mem_se"]
-        if len(rows) == 0:
-            return pd.DataFrame({c: [] for c in columns})
-        pairs = self.influence(threshold=infl, train_index=rows).pairs
-        tr, te = np.asarray(pairs.train), np.asarray(pairs.test)
+        tr = te = np.empty(0, dtype=np.int64)
+        value = se = np.empty(0, dtype=np.float32)
+        if len(rows):
+            masks = np.asarray(self.masks[:, rows])
+            # Flipping every model's mask of train example i flips the sign of infl(i, .).
+            found = influence(~masks if mirrored else masks, self.correct_test, threshold=infl)
+            tr, te = rows[found.pairs.train_pos], found.pairs.test_pos
+            value, se = found.pairs.infl, found.pairs.se
         keep = self.y_train[tr] == self.y_test[te] if same_label else np.ones(len(tr), bool)
-        tr, te = tr[keep], te[keep]
+        tr, te, value, se = tr[keep], te[keep], value[keep], se[keep]
         frame = pd.DataFrame(
             {
-                "train": self.train_index[tr],
-                "test": self.test_index[te],
+                "train_index": self.train_index[tr],
+                "test_index": self.test_index[te],
+                "train_pos": tr,
+                "test_pos": te,
                 "label": self.y_train[tr],
-                "infl": np.asarray(pairs.infl)[keep],
-                "infl_se": np.asarray(pairs.se)[keep],
+                "infl": -value if mirrored else value,
+                "infl_se": se,
                 "mem": mem_values[tr],
                 "mem_se": self.memorization_se[tr],
             }
         )
-        return frame.sort_values(["infl", "test"], ascending=[False, True], ignore_index=True)
+        return frame.sort_values(
+            ["infl", "test_index"], ascending=[mirrored, True], ignore_index=True
+        )
 
-    def summary(self, infl: float = 0.15, mem: float = 0.25) -> dict[str, float]:
-        """Headline numbers: models, mean SE, fraction with mem >= 0.25/0.5, pair counts."""
+    def summary(self, pairs: pd.DataFrame | None = None) -> dict[str, float]:
+        """Headline numbers: models, mean SE, fraction with mem >= 0.25/0.5, and the counts
+        of ``pairs`` (default: :meth:`high_influence_pairs` at the paper's thresholds)."""
         m = self.memorization
         defined = ~np.isnan(m)
-        pairs = self.high_influence_pairs(infl=infl, mem=mem)
+        if pairs is None:
+            pairs = self.high_influence_pairs()
         return {
             "models": self.n_models,
             "train_examples": len(m),
@@ -149,6 +147,6 @@ class Estimates:
             "frac_mem_ge_0.25": float(np.mean(m[defined] >= 0.25)) if defined.any() else 0.0,
             "frac_mem_ge_0.5": float(np.mean(m[defined] >= 0.5)) if defined.any() else 0.0,
             "pairs": len(pairs),
-            "pairs_unique_test": int(pairs["test"].nunique()),
-            "pairs_unique_train": int(pairs["train"].nunique()),
+            "pairs_unique_test": int(pairs["test_index"].nunique()),
+            "pairs_unique_train": int(pairs["train_index"].nunique()),
         }
