@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from tailscope.engine.data import DeviceData
-from tailscope.engine.outputs import ModelOutputs, predict_both_splits
+from tailscope.engine.outputs import ModelOutputs, predict_both_splits, softmax
 from tailscope.engine.precision import compute_dtype, fp32_products_in_bf16
 from tailscope.engine.schedule import init_model, member_orders
 from tailscope.models.recipes import Recipe
@@ -250,7 +250,7 @@ class StackedMLP:
             if layer < self.n_layers - 1:
                 inputs.append(out.relu_())
 
-        grad = _softmax(out)  # dz_L, in float32
+        grad = softmax(out)  # dz_L, in float32
         grad.scatter_add_(2, y.unsqueeze(2), self._minus_one[:, :b])
         grad.div_(b)
         self._bias_gradient(self.n_layers - 1, grad)
@@ -353,14 +353,6 @@ def _eval_rows(device: torch.device, k: int, widths: tuple[int, ...], dtype: tor
         return EVAL_ROWS_CPU
     per_row = k * max(widths[1:]) * torch.finfo(dtype).bits // 8
     return int(np.clip(EVAL_BYTES_ACCELERATOR // per_row, 1024, 16384))
-
-
-def _softmax(logits: Tensor) -> Tensor:
-    """float32 softmax over the last axis, in four vectorized ops: ``torch.softmax`` over a
-    short last axis (10 classes) is 5x slower on CPUs (torch 2.13)."""
-    p = logits.float() - logits.amax(dim=-1, keepdim=True)
-    p.exp_()
-    return p.div_(p.sum(dim=-1, keepdim=True))
 
 
 def _relu_backward_(grad: Tensor, activation: Tensor) -> Tensor:
