@@ -56,6 +56,8 @@ METHODS = ("bh", "by")
 _BRACKET_SLACK = 1e-9
 # The p-value tables of InfluenceFDR need accurate tails down to the grid's lowest edge.
 _LOWEST_EDGE = 1e-26
+# Unsorted chunks whose k_in groups average fewer columns than this are one mixed block.
+_NARROW_GROUPS = 64
 
 
 # --- dense -----------------------------------------------------------------------------------
@@ -218,17 +220,30 @@ class PairDiscoveries:
 
 
 class _StreamingCore:
-    """Histogram, kept tests and bracket shared by the two streaming procedures.
+    """The passes of a streamed BH/BY procedure: histograms, kept tests, bracket, collection.
 
-    Bins: ``edges`` e_0 < ... < e_{G-1} = q, geometric (``bins_per_decade`` per decade over
-    ``decades`` decades). A p-value is in bin 0 if ``p <= e_0``, in bin g if
-    ``e_{g-1} < p <= e_g``, in bin G if ``p > q`` (never rejected: every BH/BY cutoff is
-    <= q). Subclasses turn their chunks into bins and records (dicts of equal-length arrays
-    with a ``"bin"`` entry) and give the records' p-values at the end.
+    The grid: ``grid`` e_0 < ... < e_{G-1} = q, geometric (``bins_per_decade`` per decade
+    over ``decades`` decades). A p-value is in bin 0 if ``p <= e_0``, in bin g if
+    ``e_{g-1} < p <= e_g``, in bin G if ``p > q`` (never rejected: every cutoff is <= q).
+
+    A histogram pass counts, over every chunk, the tests in each grid bin up to an
+    *extraction level* (the tests there are found one by one, and kept while they fit) and
+    only the tests at or below each of a few *coarse levels* above it (a comparison each).
+    The bracket then runs over these edges. If its bin lies above the extraction level, the
+    next pass is a histogram pass extracting up to that bin's upper edge; otherwise, if the
+    kept tests do not reach that edge, the next pass collects the tests up to it.
+    Subclasses turn chunks into records (dicts of equal-length arrays with a ``"bin"``
+    entry, the grid bin) and give the records' p-values at the end.
     """
 
     def __init__(
-        self, q: float, method: str, bins_per_decade: int, decades: int, max_kept: int
+        self,
+        q: float,
+        method: str,
+        bins_per_decade: int,
+        decades: int,
+        max_kept: int,
+        coarse: tuple[int, ...],
     ) -> None:
         self.level = _check_level(q)
         self.method = _check_method(method)
@@ -245,39 +260,48 @@ class _StreamingCore:
                 f"bins_per_decade * decades must be <= 254 (bins fit a byte), got {n_edges - 1}"
             )
         exponents = (np.arange(n_edges) - (n_edges - 1)) / bins_per_decade
-        self.edges = self.level * 10.0**exponents
-        self.edges[-1] = self.level
-        if self.edges[0] < _LOWEST_EDGE:
+        self.grid = self.level * 10.0**exponents
+        self.grid[-1] = self.level
+        if self.grid[0] < _LOWEST_EDGE:
             raise DataError(
-                f"the lowest bin edge q * 10**-decades = {self.edges[0]:.3g} must be >= "
+                f"the lowest bin edge q * 10**-decades = {self.grid[0]:.3g} must be >= "
                 f"{_LOWEST_EDGE:g}; use fewer decades"
             )
-        self.n_bins = n_edges  # G: bins 0..G-1 below q, bin G above
+        self.n_bins = n_edges  # G: grid bins 0..G-1 lie at or below q, bin G above it
         self.max_kept = int(max_kept)
-        self.histogram = np.zeros(n_edges + 1, dtype=np.int64)
+        # Coarse levels: grid indices counted by comparison only, above the extraction level
+        top = n_edges - 1
+        levels = sorted({top - int(c) for c in coarse if 0 <= int(c) <= top} | {top})
+        self._extract = levels[0]  # grid index of the extraction level
+        self._coarse = levels[1:]
         self.n_tests = 0
-        self._keep_bin = n_edges - 1  # the kept records are exactly the tests in bins <= it
+        self.passes_done = 0
+        self._mode = "histogram"
+        self._collect_to: int | None = None  # grid bin up to which to collect
+        self._done = False
+        self._start_pass()
+
+    # passes --------------------------------------------------------------------------------
+
+    def _start_pass(self) -> None:
+        self._pass_tests = 0
+        self._fine = np.zeros(self._extract + 1, dtype=np.int64)  # grid bins 0..extract
+        self._coarse_counts = np.zeros(len(self._coarse), dtype=np.int64)  # p <= level
+        self._keep_bin = self._extract  # the kept records: the tests in bins <= it
         self._kept: list[dict[str, np.ndarray]] = []
-        self._kept_histogram = np.zeros(n_edges + 1, dtype=np.int64)
-        self._phase = "observe"
-        self._last_bin: int | None = None
-        self._collected: list[dict[str, np.ndarray]] = []
+        self._kept_histogram = np.zeros(self._extract + 1, dtype=np.int64)
 
-    # pass 1 ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._done:
+            raise RuntimeError("result() was already called; start a new object")
 
-    def _check_observing(self) -> None:
-        if self._phase != "observe":
-            raise RuntimeError(
-                "observe() is pass 1 and must come before needs_second_pass, collect() and "
-                "result(); start a new object for a new family"
-            )
-
-    def _count(self, histogram: np.ndarray, n_tests: int) -> int:
-        """Add a chunk's bin counts; return the bin up to which its tests are to be kept."""
-        self.histogram += histogram
-        self.n_tests += int(n_tests)
-        combined = np.cumsum(self._kept_histogram + histogram)
-        if combined[self._keep_bin] > self.max_kept:
+    def _count(self, fine: np.ndarray, coarse: np.ndarray, n_tests: int) -> int:
+        """Add a chunk's counts; return the grid bin up to which its tests are to be kept."""
+        self._fine += fine
+        self._coarse_counts += coarse
+        self._pass_tests += int(n_tests)
+        combined = np.cumsum(self._kept_histogram + fine)
+        if self._keep_bin >= 0 and combined[self._keep_bin] > self.max_kept:
             fits = np.flatnonzero(combined[: self._keep_bin + 1] <= self.max_kept // 2)
             self._keep_bin = int(fits[-1]) if len(fits) else -1
             self._kept = [_take(r, r["bin"] <= self._keep_bin) for r in self._kept]
@@ -286,78 +310,91 @@ class _StreamingCore:
 
     def _keep(self, records: dict[str, np.ndarray]) -> None:
         self._kept.append(records)
-        self._kept_histogram += np.bincount(records["bin"], minlength=self.n_bins + 1)
+        self._kept_histogram += np.bincount(records["bin"], minlength=self._extract + 1)
 
-    # bracket -----------------------------------------------------------------------------
+    def _collect(self, records: dict[str, np.ndarray], n_tests: int) -> None:
+        self._kept.append(records)
+        self._pass_tests += int(n_tests)
+
+    def _bracket(self) -> int:
+        """The highest grid index whose edge bounds every rejection (-1: none), from this
+        pass's counts."""
+        edges = [*range(self._extract + 1), *self._coarse]
+        below = np.concatenate([np.cumsum(self._fine), self._coarse_counts])  # R(edge)
+        values = self.grid[edges]
+        lower = np.concatenate([[0.0], values[:-1]])
+        factor = dependence_factor(self.method, self.n_tests)
+        possible = lower * factor * self.n_tests < self.level * below * (1.0 + _BRACKET_SLACK)
+        possible &= below > 0
+        hits = np.flatnonzero(possible)
+        return edges[hits[-1]] if len(hits) else -1
 
     @property
-    def last_bin(self) -> int:
-        """The highest bin that can hold a rejection (-1: nothing is rejected); ends pass 1."""
-        if self._last_bin is None:
-            if self._phase == "observe":
-                self._phase = "observed"
-            factor = dependence_factor(self.method, self.n_tests)
-            below = np.cumsum(self.histogram[: self.n_bins])  # R(e_g)
-            lower = np.concatenate([[0.0], self.edges[:-1]])  # e_{g-1}
-            possible = lower * factor * self.n_tests < (
-                self.level * below * (1.0 + _BRACKET_SLACK)
+    def needs_another_pass(self) -> bool:
+        """End the pass over the family that is under way; say whether ``observe`` must see
+        every chunk once more (same chunks, any order). Usually false after the first pass:
+        true when the rejections outnumber ``max_kept`` / 2 or more than ~4% of the tests
+        have p-values below q / 5 (then two more passes at most)."""
+        self._check_open()
+        if self._mode == "done":
+            return False
+        self.passes_done += 1
+        if self.passes_done == 1:
+            self.n_tests = self._pass_tests
+        if self._pass_tests != self.n_tests:
+            raise RuntimeError(
+                f"this pass saw {self._pass_tests} tests where the first saw {self.n_tests}: "
+                "every pass must see exactly the chunks of the first"
             )
-            possible &= below > 0
-            hits = np.flatnonzero(possible)
-            self._last_bin = int(hits[-1]) if len(hits) else -1
-        return self._last_bin
+        if self._mode == "collect":
+            self._mode = "done"
+            return False
+        last = self._bracket()
+        if last > self._extract:  # in a coarse bin: histogram again, extracting up to it
+            self._extract = last
+            self._coarse = [c for c in self._coarse if c > last]
+            self._start_pass()
+            return True
+        self._collect_to = last
+        if last <= self._keep_bin:
+            self._kept = [_take(r, r["bin"] <= last) for r in self._kept]
+            self._mode = "done"
+            return False
+        self._mode = "collect"
+        self._kept = []
+        self._pass_tests = 0
+        return True
 
-    @property
-    def collect_below(self) -> float:
-        """The p-value up to which tests must be collected (the bracket's upper edge; 0 when
-        nothing is rejected)."""
-        last = self.last_bin
-        return float(self.edges[last]) if last >= 0 else 0.0
-
-    @property
-    def needs_second_pass(self) -> bool:
-        """Whether pass 1 kept too few tests, so that ``collect`` must see every chunk again
-        (in any order, each once). Ends pass 1."""
-        return self.last_bin > self._keep_bin
-
-    # pass 2 ------------------------------------------------------------------------------
-
-    def _start_collecting(self) -> int:
-        last = self.last_bin
-        if self._phase == "done":
-            raise RuntimeError("result() was already called; start a new object")
-        if self._phase != "collect":
-            self._phase = "collect"
-            self._collected = []
-            self._kept = []
-        return last
+    def passes(self):
+        """Yield once per pass over the family: ``for _ in fdr.passes(): for chunk in ...:
+        fdr.observe(...)``. One pass usually; three at most."""
+        yield 0
+        while self.needs_another_pass:
+            yield self.passes_done
 
     # result ------------------------------------------------------------------------------
 
-    def _resolve(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]:
-        """The rejected records, their p- and q-values, and the BH/BY factor."""
-        last = self.last_bin
-        if self._phase == "collect":
-            parts = self._collected
-        elif last > self._keep_bin:
-            raise RuntimeError("needs_second_pass is true: call collect() on every chunk first")
-        else:
-            parts = self._kept
-        self._phase = "done"
-        records = _concat([_take(r, r["bin"] <= last) for r in parts])
-        expected = int(self.histogram[: last + 1].sum()) if last >= 0 else 0
+    def _resolve(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The rejected records with their p- and q-values, sorted by p."""
+        self._check_open()
+        if self._mode != "done" and self.needs_another_pass:
+            raise RuntimeError("needs_another_pass is true: observe every chunk again first")
+        self._done = True
+        last = self._collect_to if self._collect_to is not None else -1
+        records = _concat(self._kept)
+        records = _take(records, records["bin"].astype(np.int64) <= last)
+        expected = int(self._fine[: last + 1].sum()) if last >= 0 else 0
         if len(records["bin"]) != expected:
             raise RuntimeError(
-                f"collect() saw {len(records['bin'])} tests at or below the bracket where "
-                f"observe() counted {expected}: pass 2 must see exactly the chunks of pass 1"
+                f"the last pass found {len(records['bin'])} tests at or below the bracket "
+                f"where the one before counted {expected}: every pass must see the same chunks"
             )
         p = self._pvalues(records)
         order = np.lexsort((*self._tiebreak(records), p))
         records, p = _take(records, order), p[order]
-        factor = dependence_factor(self.method, self.n_tests)
-        q = _adjusted(p, self.n_tests, factor)
+        q = _adjusted(p, self.n_tests, dependence_factor(self.method, self.n_tests))
         rejected = q <= self.level
-        return _take(records, rejected), p[rejected], q[rejected], factor
+        return _take(records, rejected), p[rejected], q[rejected]
 
     def _pvalues(self, records: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -383,17 +420,24 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class StreamingBH(_StreamingCore):
     """BH/BY over a family of tests whose p-values arrive in chunks.
 
-    Pass 1: ``observe(p, ids)`` for every chunk. If ``needs_second_pass``, pass 2:
-    ``collect(p, ids)`` for every chunk again (same chunks, any order). Then ``result()``.
-    Memory: the histogram plus at most ``max_kept`` kept tests (then the collected ones).
+    Usage::
+
+        fdr = StreamingBH(q=0.1)
+        for _ in fdr.passes():          # one pass unless more than max_kept/2 rejections
+            for p, ids in chunks():
+                fdr.observe(p, ids)
+        found = fdr.result()            # Discoveries
+
+    Memory: a 255-bin histogram plus at most ``max_kept`` kept tests (then the collected
+    ones, if a second pass is needed).
 
     Args:
         q: FDR level in (0, 1).
         method: ``"bh"`` (independent or positively dependent tests) or ``"by"`` (any
             dependence).
         bins_per_decade, decades: the log grid below q (at most 254 bins).
-        max_kept: tests kept in pass 1 (~17 bytes each); if the rejections fit below the
-            kept bins, no second pass is needed.
+        max_kept: tests kept in the first pass (~17 bytes each); when the rejections lie
+            below the kept ones, one pass is enough.
     """
 
     def __init__(
@@ -405,11 +449,17 @@ class StreamingBH(_StreamingCore):
         decades: int = 15,
         max_kept: int = 2**21,
     ) -> None:
-        super().__init__(q, method, bins_per_decade, decades, max_kept)
+        super().__init__(q, method, bins_per_decade, decades, max_kept, coarse=())
         self._offset = 0
+        self._offset_pass = 0
 
-    def _chunk(self, p: ArrayLike, ids: ArrayLike | None) -> tuple[np.ndarray, ...]:
+    def observe(self, p: ArrayLike, ids: ArrayLike | None = None) -> None:
+        """One chunk: ``p`` any shape (NaN = no test), ``ids`` integer ids of the same size
+        (default: running positions over the pass's chunks, NaN included)."""
+        self._check_open()
         p = _check_pvalues(p).ravel()
+        if self._offset_pass != self.passes_done:
+            self._offset, self._offset_pass = 0, self.passes_done
         if ids is None:
             ids = np.arange(self._offset, self._offset + p.size, dtype=np.int64)
             self._offset += p.size
@@ -420,31 +470,21 @@ class StreamingBH(_StreamingCore):
             ids = ids.ravel().astype(np.int64)
         defined = ~np.isnan(p)
         p, ids = p[defined], ids[defined]
-        return p, ids, np.searchsorted(self.edges, p, side="left").astype(np.uint8)
-
-    def observe(self, p: ArrayLike, ids: ArrayLike | None = None) -> None:
-        """Pass 1 over one chunk: ``p`` any shape (NaN = no test), ``ids`` integer ids of the
-        same size (default: running positions over all chunks, NaN included)."""
-        self._check_observing()
-        p, ids, bins = self._chunk(p, ids)
-        keep = self._count(np.bincount(bins, minlength=self.n_bins + 1), len(p))
+        bins = np.searchsorted(self.grid, p, side="left").astype(np.uint8)
+        if self._mode == "collect":
+            chosen = bins <= self._collect_to
+            self._collect({"index": ids[chosen], "p": p[chosen], "bin": bins[chosen]}, len(p))
+            return
+        if self._mode == "done":
+            raise RuntimeError("no further pass is needed: call result()")
+        fine = np.bincount(bins, minlength=self.n_bins + 1)[: self._extract + 1]
+        keep = self._count(fine, np.zeros(0, dtype=np.int64), len(p))
         chosen = bins <= keep
-        if chosen.any():
-            self._keep({"index": ids[chosen], "p": p[chosen], "bin": bins[chosen]})
-
-    def collect(self, p: ArrayLike, ids: ArrayLike | None = None) -> None:
-        """Pass 2 over one chunk (only when ``needs_second_pass``); arguments as in pass 1."""
-        if self._phase != "collect":
-            self._offset = 0
-        last = self._start_collecting()
-        p, ids, bins = self._chunk(p, ids)
-        chosen = bins <= last
-        if chosen.any():
-            self._collected.append({"index": ids[chosen], "p": p[chosen], "bin": bins[chosen]})
+        self._keep({"index": ids[chosen], "p": p[chosen], "bin": bins[chosen]})
 
     def result(self) -> Discoveries:
         """The rejected tests with exact p- and q-values (those of :func:`bh_qvalues`)."""
-        records, p, q, _ = self._resolve()
+        records, p, q = self._resolve()
         return Discoveries(
             index=records.get("index", np.empty(0, dtype=np.int64)),
             p=p,
@@ -466,19 +506,19 @@ class StreamingBH(_StreamingCore):
 
 
 class _BinTable:
-    """For one ``k_in``: the p-value bin of every (test hits h, in_count x), as a gather.
+    """For one ``k_in``: the p-value grid bin of every (test hits h, in_count x), as a gather.
 
     Row r (one distinct h) covers the band of x whose p-value lies in (e_0, q]:
     ``x_top[r] <= x < x_top[r] + width``. Column 0 stands for every x below the band
     (p > q: bin G), column ``1 + x - x_top[r]`` for x in it, column ``width + 1`` for every
     x above it (p <= e_0: bin 0). So ``bins[r, clip(x - x_top[r] + 1, 0, width + 1)]`` is
     the bin of x. ``pvalues`` (same layout, NaN outside the band) holds the p-values the
-    bins came from; it is rebuilt, bit for bit, when needed.
+    bins came from; building the table again gives the same bits.
     """
 
-    def __init__(self, n_models: int, k: int, hits: np.ndarray, edges: np.ndarray) -> None:
+    def __init__(self, n_models: int, k: int, hits: np.ndarray, grid: np.ndarray) -> None:
         self.k = k
-        top = edges[-1]
+        top = grid[-1]
         below = 1
         x_min = np.maximum(0, hits + k - n_models)
         while True:  # the window must start above the band (p > q there)
@@ -487,7 +527,7 @@ class _BinTable:
                 break
             below = 2 * below + 8
         n_above = np.count_nonzero(tail > top, axis=1)  # cells with p > q
-        n_band = np.count_nonzero(tail > edges[0], axis=1) - n_above
+        n_band = np.count_nonzero(tail > grid[0], axis=1) - n_above
         self.x_top = start + n_above
         self.width = int(n_band.max(initial=0))
         columns = np.arange(self.width)[None, :]
@@ -498,12 +538,28 @@ class _BinTable:
         self.pvalues = np.full((rows, self.width + 2), np.nan)
         self.pvalues[:, 1:-1] = band
         self.bins = np.zeros((rows, self.width + 2), dtype=np.uint8)
-        self.bins[:, 0] = len(edges)
-        self.bins[:, 1:-1] = np.where(inside, np.searchsorted(edges, band, side="left"), 0)
+        self.bins[:, 0] = len(grid)
+        self.bins[:, 1:-1] = np.where(inside, np.searchsorted(grid, band, side="left"), 0)
 
     def columns(self, in_count: np.ndarray, row: np.ndarray) -> np.ndarray:
         """Table columns of counts ``in_count`` of table rows ``row`` (1-D, same length)."""
         return np.clip(in_count - self.x_top[row] + 1, 0, self.width + 1)
+
+    def thresholds(self, level: int) -> np.ndarray:
+        """Per table row: the smallest x whose bin is <= ``level`` (bins fall as x grows)."""
+        first = np.argmax(self.bins[:, 1:] <= level, axis=1)  # column width + 1 is bin 0
+        return self.x_top + first
+
+
+@dataclass(frozen=True, eq=False)
+class _Block:
+    """Columns of a chunk: ``x`` (t, g) int32 counts, their ``k_in`` and ``train`` ids (g,),
+    and ``k`` when every column shares one k_in (else None)."""
+
+    x: np.ndarray
+    k_in: np.ndarray
+    train: np.ndarray
+    k: int | None
 
 
 class InfluenceFDR(_StreamingCore):
@@ -517,28 +573,34 @@ class InfluenceFDR(_StreamingCore):
     ~1e-13 relative). The family is every pair of a defined train example (``0 < k_in <
     n_models``) with every test example.
 
-    Pass 1 costs, per pair, one gather-free index computation and one count (bincount) into
-    a table per distinct ``k_in`` (built once, ~10-30 ms each at K = 2000-4000; ~100-200
-    distinct values). Chunks whose ``k_in`` are sorted (train rows ordered by ``k_in``) avoid
-    a column copy.
+    Per distinct k_in a table (built once, ~5-30 ms at K = 2000-4000) gives each test row the
+    smallest count whose p-value reaches a level, and the grid bin of every count in the
+    band between e_0 and q. A pass over a (t, c) chunk then costs, per pair, a few
+    comparisons with those per-row thresholds (the pairs with p <= q/24, ~0.4% under the
+    null, are extracted and binned; two coarse levels above, q/5 and q, are only counted).
+    Chunks whose train columns are sorted by k_in (train rows ordered by k_in) avoid a
+    column copy per distinct value.
 
     Usage::
 
         fdr = InfluenceFDR(n_models, test_hits, q=0.1)
-        for rows in chunks:                     # pass 1
-            fdr.observe(in_count, k_in, train_index)
-        if fdr.needs_second_pass:               # rarely: more rejections than max_kept/2
-            for rows in chunks:                 # pass 2, same chunks
-                fdr.collect(in_count, k_in, train_index)
+        for _ in fdr.passes():                  # one pass, as a rule
+            for rows in chunks:
+                fdr.observe(in_count, k_in, train_index)
         found = fdr.result()                    # PairDiscoveries
 
     Args:
         n_models: K.
         test_hits: (t,) models that got each test example right.
         q, method, bins_per_decade, decades, max_kept: as in :class:`StreamingBH` (a kept
-            pair takes ~25 bytes).
+            pair takes ~21 bytes).
         test_index: (t,) ids of the test rows of ``in_count`` (default 0..t-1).
     """
+
+    #: Coarse levels, in grid steps below q (1/16 decade each): q/4.9 and q/24 (the first
+    #: extraction level). Under the null their bins never bracket a cutoff: that needs more
+    #: than 20% of the p-values <= q, or 4% <= q/4.9.
+    COARSE = (11, 22)
 
     def __init__(
         self,
@@ -552,7 +614,8 @@ class InfluenceFDR(_StreamingCore):
         decades: int = 15,
         max_kept: int = 2**21,
     ) -> None:
-        super().__init__(q, method, bins_per_decade, decades, max_kept)
+        coarse = tuple(round(c * bins_per_decade / 16) for c in self.COARSE)
+        super().__init__(q, method, bins_per_decade, decades, max_kept, coarse=coarse)
         if isinstance(n_models, bool) or not isinstance(n_models, int | np.integer):
             raise DataError(f"n_models must be an integer >= 2, got {n_models!r}")
         if n_models < 2:
@@ -573,148 +636,157 @@ class InfluenceFDR(_StreamingCore):
             if self.test_index.shape != hits.shape:
                 raise DataError("test_index must have one entry per test_hits entry")
         self._tables: dict[int, _BinTable] = {}
-        self._gather: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._thresholds: dict[tuple[int, int], np.ndarray] = {}
 
     # tables --------------------------------------------------------------------------------
 
     def _table(self, k: int) -> _BinTable:
         table = self._tables.get(k)
         if table is None:
-            table = _BinTable(self.n_models, k, self._hit_values, self.edges)
+            table = _BinTable(self.n_models, k, self._hit_values, self.grid)
             table.pvalues = None  # rebuilt for the few k needed at the end
             self._tables[k] = table
-            stride = table.width + 2
-            shift = torch.from_numpy((1 - table.x_top[self._hit_row]).astype(np.int32))
-            base = torch.from_numpy((self._hit_row * stride).astype(np.int32))
-            self._gather[k] = (shift[:, None], base[:, None])
         return table
+
+    def _threshold(self, k: int, level: int) -> np.ndarray:
+        """(t, 1) int32: per test row, the smallest count whose grid bin is <= ``level``."""
+        key = (k, level)
+        threshold = self._thresholds.get(key)
+        if threshold is None:
+            rows = self._table(k).thresholds(level)[self._hit_row]
+            threshold = rows.astype(np.int32)[:, None]
+            self._thresholds[key] = threshold
+        return threshold
 
     # chunks --------------------------------------------------------------------------------
 
-    def _groups(self, in_count: ArrayLike, k_in: ArrayLike, train_index: ArrayLike):
-        """Yield (k, x (t, g) int32 tensor, train ids (g,)) per distinct defined k_in."""
-        counts = torch.as_tensor(in_count)
+    def _blocks(self, in_count: ArrayLike, k_in: ArrayLike, train_index: ArrayLike) -> list[_Block]:
+        """The chunk's defined columns as blocks: one per distinct k_in (a view of
+        ``in_count`` when its columns are sorted by k_in, else a copy of the columns) or,
+        when those would be narrow (comparisons with per-test thresholds would run along rows
+        of a few entries), one block of mixed k_in."""
+        if torch.is_tensor(in_count):
+            in_count = in_count.detach().cpu().numpy()
+        counts = np.asarray(in_count)
         if counts.ndim != 2 or counts.shape[0] != len(self.test_hits):
             raise DataError(
                 f"in_count must be (t, c) with t = {len(self.test_hits)} test rows, got "
-                f"{tuple(counts.shape)}"
+                f"shape {counts.shape}"
             )
-        if counts.dtype != torch.int32:
-            if counts.dtype.is_floating_point or counts.dtype == torch.bool:
-                raise DataError(f"in_count must hold integer counts, not {counts.dtype}")
-            counts = counts.to(torch.int32)
-        if counts.device.type != "cpu":
-            counts = counts.cpu()
-        k_in = np.asarray(k_in)
-        train = np.asarray(train_index)
+        if not np.issubdtype(counts.dtype, np.integer):
+            raise DataError(f"in_count must hold integer counts, not {counts.dtype}")
+        if counts.dtype != np.int32:
+            counts = counts.astype(np.int32)
         c = counts.shape[1]
+        k_in, train = np.asarray(k_in), np.asarray(train_index)
         if k_in.shape != (c,) or not np.issubdtype(k_in.dtype, np.integer):
             raise DataError(f"k_in must hold {c} integers (one per column of in_count)")
         if train.shape != (c,) or not np.issubdtype(train.dtype, np.integer):
             raise DataError(f"train_index must hold {c} integers (one per column of in_count)")
         k_in, train = k_in.astype(np.int64), train.astype(np.int64)
-        defined = (k_in > 0) & (k_in < self.n_models)
-        order = np.argsort(k_in, kind="stable")
-        order = order[defined[order]]
-        if not len(order):
-            return
+        defined = np.flatnonzero((k_in > 0) & (k_in < self.n_models))
+        if not len(defined):
+            return []
+        order = defined[np.argsort(k_in[defined], kind="stable")]
         values, starts = np.unique(k_in[order], return_index=True)
+        in_place = bool(np.all(np.diff(order) == 1))
+        if not in_place and len(order) < _NARROW_GROUPS * len(values):
+            x = counts if len(defined) == c else np.take(counts, defined, axis=1)
+            return [_Block(x, k_in[defined], train[defined], None)]
+        blocks = []
         ends = np.append(starts[1:], len(order))
-        in_place = np.array_equal(order, np.arange(order[0], order[0] + len(order)))
         for k, a, b in zip(values.tolist(), starts.tolist(), ends.tolist(), strict=True):
             cols = order[a:b]
-            if in_place:
-                x = counts[:, int(cols[0]) : int(cols[-1]) + 1]
-            else:
-                x = counts[:, torch.from_numpy(cols)]
-            yield int(k), x, train[cols]
+            x = counts[:, cols[0] : cols[-1] + 1] if in_place else counts[:, cols]
+            blocks.append(_Block(x, k_in[cols], train[cols], int(k)))
+        return blocks
 
-    def _bins_counted(self, k: int, x: torch.Tensor) -> np.ndarray:
-        """Histogram of the bins of a (t, g) block with common k."""
-        table = self._table(k)
-        shift, base = self._gather[k]
-        cells = torch.add(x, shift)
-        cells.clamp_(0, table.width + 1)
-        cells.add_(base)
-        counts = torch.bincount(cells.view(-1), minlength=table.bins.size).numpy()
-        return np.bincount(table.bins.ravel(), weights=counts, minlength=self.n_bins + 1)
+    def _block_threshold(self, block: _Block, level: int) -> np.ndarray:
+        """Thresholds at grid bin ``level`` that broadcast against ``block.x``."""
+        if block.k is not None:
+            return self._threshold(block.k, level)
+        values, column_value = np.unique(block.k_in, return_inverse=True)
+        per_value = np.concatenate([self._threshold(int(k), level) for k in values], axis=1)
+        return np.take(per_value, column_value, axis=1)  # (t, g)
 
-    def _records(
-        self, k: int, x: torch.Tensor, train: np.ndarray, up_to: int
-    ) -> dict[str, np.ndarray] | None:
-        """The pairs of a (t, g) block whose bin is <= ``up_to``, as records."""
-        table = self._table(k)
-        # bins fall as x grows: the first column of each table row at or below ``up_to``
-        first = np.argmax(table.bins[:, 1:] <= up_to, axis=1)  # column width+1 is bin 0
-        threshold = torch.from_numpy((table.x_top + first)[self._hit_row])
-        rows = torch.nonzero(x.amax(dim=1) >= threshold).squeeze(1)
-        if not len(rows):
-            return None
-        hit_rows, cols = torch.nonzero(x[rows] >= threshold[rows, None], as_tuple=True)
-        tests = rows[hit_rows].numpy()
-        cols = cols.numpy()
-        in_count = x[rows[hit_rows], torch.from_numpy(cols)].numpy().astype(np.int64)
-        h_row = self._hit_row[tests]
-        bins = table.bins[h_row, table.columns(in_count, h_row)]
-        return {
-            "train": train[cols],
-            "test": tests.astype(np.int64),
-            "hits_in": in_count,
-            "k_in": np.full(len(tests), k, dtype=np.int64),
-            "bin": bins,
-        }
-
-    def _check_bounds(self, k: int, x: torch.Tensor) -> None:
-        top = np.minimum(self.test_hits, k)
-        if (x.amax(dim=1).numpy() > top).any():
+    def _extract_pairs(self, block: _Block, level: int) -> dict[str, np.ndarray]:
+        """The pairs of a block whose grid bin is <= ``level``."""
+        x, threshold = block.x, self._block_threshold(block, level)
+        if block.k is not None and level < self._extract:  # a collection: skip rows
+            rows = np.flatnonzero(x.max(axis=1) >= threshold[:, 0])
+            x, threshold = x[rows], threshold[rows]
+        else:
+            rows = None
+        flat = np.flatnonzero(x >= threshold)
+        tests, cols = np.divmod(flat, x.shape[1])
+        in_count = x[tests, cols]
+        if rows is not None:
+            tests = rows[tests]
+        k_in = block.k_in[cols]
+        if (in_count > np.minimum(self.test_hits[tests], k_in)).any():
             raise DataError(
                 "in_count exceeds min(test_hits, k_in) somewhere: it must count the models "
                 "that trained on the train example and got the test example right"
             )
+        h_row = self._hit_row[tests]
+        bins = np.empty(len(tests), dtype=np.uint8)
+        if block.k is not None:
+            table = self._table(block.k)
+            bins[:] = table.bins[h_row, table.columns(in_count, h_row)]
+        elif len(tests):
+            order = np.argsort(k_in, kind="stable")
+            values, starts = np.unique(k_in[order], return_index=True)
+            for k, part in zip(values.tolist(), np.split(order, starts[1:]), strict=True):
+                table = self._table(int(k))
+                bins[part] = table.bins[h_row[part], table.columns(in_count[part], h_row[part])]
+        return {
+            "train": block.train[cols],
+            "test": tests.astype(np.int32),
+            "hits_in": in_count,
+            "k_in": k_in.astype(np.int32),
+            "bin": bins,
+        }
 
     def observe(self, in_count: ArrayLike, k_in: ArrayLike, train_index: ArrayLike) -> None:
-        """Pass 1 over one chunk of train examples.
+        """One chunk of train examples, in every pass (see :meth:`passes`).
 
         Args:
-            in_count: (t, c) integer counts (numpy or CPU torch, int32 best), test rows by
-                train columns, as the influence scan computes them.
+            in_count: (t, c) integer counts (numpy or torch, int32 best), test rows by train
+                columns, as the influence scan computes them.
             k_in: (c,) models that trained on each train example; columns with 0 or K are
                 undefined (not tests) and skipped.
             train_index: (c,) global train indices of the columns.
         """
-        self._check_observing()
-        groups = list(self._groups(in_count, k_in, train_index))
-        histogram = np.zeros(self.n_bins + 1)
-        n_tests = 0
-        for k, x, _ in groups:
-            self._check_bounds(k, x)
-            histogram += self._bins_counted(k, x)
-            n_tests += x.numel()
-        keep = self._count(np.rint(histogram).astype(np.int64), n_tests)
-        if keep < 0:
+        self._check_open()
+        if self._mode == "done":
+            raise RuntimeError("no further pass is needed: call result()")
+        blocks = self._blocks(in_count, k_in, train_index)
+        if self._mode == "collect":
+            for block in blocks:
+                self._collect(self._extract_pairs(block, self._collect_to), block.x.size)
             return
-        for k, x, train in groups:
-            records = self._records(k, x, train, keep)
-            if records is not None:
-                self._keep(records)
-
-    def collect(self, in_count: ArrayLike, k_in: ArrayLike, train_index: ArrayLike) -> None:
-        """Pass 2 over one chunk (only when ``needs_second_pass``); arguments as in pass 1."""
-        last = self._start_collecting()
-        if last < 0:
-            return
-        for k, x, train in self._groups(in_count, k_in, train_index):
-            records = self._records(k, x, train, last)
-            if records is not None:
-                self._collected.append(records)
+        fine = np.zeros(self._extract + 1, dtype=np.int64)
+        coarse = np.zeros(len(self._coarse), dtype=np.int64)
+        extracted = []
+        for block in blocks:
+            records = self._extract_pairs(block, self._extract)
+            fine += np.bincount(records["bin"], minlength=self._extract + 1)
+            for i, level in enumerate(self._coarse):
+                coarse[i] += np.count_nonzero(block.x >= self._block_threshold(block, level))
+            extracted.append(records)
+        keep = self._count(fine, coarse, sum(block.x.size for block in blocks))
+        for records in extracted:
+            chosen = records["bin"] <= keep
+            if chosen.any():
+                self._keep(_take(records, chosen))
 
     def result(self) -> PairDiscoveries:
         """The rejected pairs with exact p- and q-values, and their counts."""
-        records, p, q, _ = self._resolve()
+        records, p, q = self._resolve()
         empty = np.empty(0, dtype=np.int64)
-        k_in = records.get("k_in", empty)
-        hits_in = records.get("hits_in", empty)
-        test = records.get("test", empty)
+        k_in = records.get("k_in", empty).astype(np.int64)
+        hits_in = records.get("hits_in", empty).astype(np.int64)
+        test = records.get("test", empty).astype(np.int64)
         return PairDiscoveries(
             train=records.get("train", empty),
             test=self.test_index[test],
@@ -733,8 +805,9 @@ class InfluenceFDR(_StreamingCore):
     def pvalues(self, in_count: ArrayLike, k_in: ArrayLike, test: ArrayLike) -> np.ndarray:
         """The p-values this procedure uses, for pairs given by their counts and test rows
         (1-D arrays of one length): the table's where the pair's bin is in (e_0, q],
-        :func:`hypergeom_upper_tail` elsewhere (capped at e_0 below the band, floored above
-        q above it, so that every p-value agrees with its bin)."""
+        :func:`hypergeom_upper_tail` elsewhere (capped at e_0 below the band, raised above q
+        above it, so that every p-value agrees with its bin). They equal
+        :func:`fisher_pvalues` to ~1e-13 relative."""
         x = np.asarray(in_count, dtype=np.int64).ravel()
         k = np.asarray(k_in, dtype=np.int64).ravel()
         test = np.asarray(test, dtype=np.int64).ravel()
@@ -742,18 +815,18 @@ class InfluenceFDR(_StreamingCore):
             raise DataError("in_count, k_in and test must have one length")
         h = self.test_hits[test]
         p = hypergeom_upper_tail(x, np.full(len(x), self.n_models), h, k)
+        above = np.nextafter(self.grid[-1], 1.0)
         for value in np.unique(k):
             chosen = np.flatnonzero(k == value)
-            table = _BinTable(self.n_models, int(value), self._hit_values, self.edges)
+            table = _BinTable(self.n_models, int(value), self._hit_values, self.grid)
             row = self._hit_row[test[chosen]]
             column = table.columns(x[chosen], row)
             from_table = table.pvalues[row, column]
             bins = table.bins[row, column]
-            p_chosen = p[chosen]
-            p_chosen = np.where(bins == 0, np.minimum(p_chosen, self.edges[0]), p_chosen)
-            above = np.nextafter(self.edges[-1], 1.0)
-            p_chosen = np.where(bins == self.n_bins, np.maximum(p_chosen, above), p_chosen)
-            p[chosen] = np.where(np.isnan(from_table), p_chosen, from_table)
+            computed = p[chosen]
+            computed = np.where(bins == 0, np.minimum(computed, self.grid[0]), computed)
+            computed = np.where(bins == self.n_bins, np.maximum(computed, above), computed)
+            p[chosen] = np.where(np.isnan(from_table), computed, from_table)
         return p
 
     def _pvalues(self, records: dict[str, np.ndarray]) -> np.ndarray:
