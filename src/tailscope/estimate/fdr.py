@@ -15,17 +15,19 @@ many to hold; two streaming objects give the same rejections and q-values from c
 
 - :class:`StreamingBH` takes chunks of p-values;
 - :class:`InfluenceFDR` takes the influence scan's exact counts, ``in_count`` (t, c) per
-  chunk of c train examples, and finds each pair's p-value class in a table (no special
-  function per pair).
+  chunk of c train examples, and compares them with per-test thresholds read off a table
+  per distinct k_in (no special function per pair).
 
-Both histogram the p-values of every chunk on a fine log grid (pass 1) and keep the tests in
-the lowest bins, as many as ``max_kept``. The grid brackets the BH cutoff: a bin
-``(e_{g-1}, e_g]`` can hold a rejected p-value only if ``e_{g-1} < q R(e_g) / (c N)``, where
-``R(e)`` counts the p-values ``<= e``, so every rejection lies at or below the largest such
-bin's upper edge. If the tests kept reach that edge, one pass was enough; otherwise
-``needs_second_pass`` is true and a second pass over the same chunks (``collect``) gathers
-the tests up to it. Among those, sorted, the ranks are the global ranks, so the rejections
-and their q-values are exactly those of the dense procedure.
+Both count the p-values of every chunk on a fine log grid below q (a pass over the family)
+and keep the tests in the lowest bins, as many as ``max_kept``. The grid brackets the BH
+cutoff: a bin ``(e_{g-1}, e_g]`` can hold a rejected p-value only if ``e_{g-1} < q R(e_g) /
+(c N)``, where ``R(e)`` counts the p-values ``<= e``, so every rejection lies at or below the
+largest such bin's upper edge. If the kept tests reach that edge, one pass was enough;
+otherwise ``needs_another_pass`` is true and a pass over the same chunks gathers the tests up
+to it. Among those, sorted, the ranks are the global ranks, so the rejections and their
+q-values are exactly those of the dense procedure (tests/test_fdr.py checks it against it,
+ties, all-null, all-signal and N = 1 included). What is returned is the rejected tests
+only: a test not rejected has a q-value above the level, and no value is given for it.
 """
 
 from __future__ import annotations
