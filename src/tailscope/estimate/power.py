@@ -95,7 +95,8 @@ def _support(n: int, p: float) -> np.ndarray:
     if n == 0:
         return np.zeros(1, dtype=np.int64)
     low = int(binom.ppf(_TAIL_MASS, n, p)) if p > 0 else 0
-    high = int(binom.isf(_TAIL_MASS, n, p)) + 1 if p < 1 else n
+    # the upper quantile through the mirrored lower one (isf rounds 1 - 1e-17 to 1)
+    high = n - int(binom.ppf(_TAIL_MASS, n, 1.0 - p)) + 1 if p < 1 else n
     return np.arange(max(low - 1, 0), min(high, n) + 1, dtype=np.int64)
 
 

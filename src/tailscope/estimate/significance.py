@@ -176,12 +176,19 @@ def hypergeom_tail_window(
     x_min, x_max = np.maximum(0, h + k - K), np.minimum(h, k)
     start = np.clip((k * h) // K - below_mean, x_min, x_max)
     sigma = np.sqrt(k * (K - k) * h * (K - h) / (K * K * max(K - 1, 1)))
-    width = int(np.ceil(13.0 * sigma.max(initial=0.0))) + below_mean + 16
+    # exp(-z^2 / 2) < 1e-45 at z = 14.4 sigma; skewed tails may need the doubling below
+    width = int(np.ceil(14.5 * sigma.max(initial=0.0))) + below_mean + 16
     anchor = _hypergeom_pmf(start, np.full_like(h, K), h, np.full_like(h, k))
     hf, start_f = h.astype(np.float64)[:, None], start.astype(np.float64)[:, None]
     while True:
         y = start_f + np.arange(width - 1, dtype=np.float64)[None, :]
-        ratio = (hf - y) * (k - y) / ((y + 1.0) * (K - hf - k + y + 1.0))
+        ratio = hf - y
+        ratio *= k - y
+        y += 1.0
+        ratio /= y
+        y += float(K - k)
+        y -= hf  # now K - h - k + y + 1
+        ratio /= y
         np.maximum(ratio, 0.0, out=ratio)  # 0 from the support's end on
         relative = np.empty((len(h), width))
         relative[:, 0] = 1.0
