@@ -135,6 +135,20 @@ def test_streaming_default_ids_are_running_positions_in_every_pass():
     assert np.array_equal(np.sort(found.index), np.flatnonzero(bh_reject(p, 0.1)))
 
 
+def test_asking_twice_whether_another_pass_is_needed_gives_the_same_answer():
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.random(500), rng.random(40) * 1e-5])
+    fdr = StreamingBH(0.1, max_kept=0)
+    fdr.observe(p)
+    assert fdr.needs_another_pass and fdr.needs_another_pass
+    fdr.observe(p)
+    assert not fdr.needs_another_pass and not fdr.needs_another_pass
+    assert len(fdr.result()) == np.count_nonzero(bh_reject(p))
+    empty = InfluenceFDR(10, np.array([3, 4]))  # a family without a chunk: no tests
+    assert not empty.needs_another_pass
+    assert len(empty.result()) == 0 and empty.n_tests == 0
+
+
 def test_streaming_refuses_a_pass_that_sees_other_data_and_use_after_result():
     rng = np.random.default_rng(3)
     p = np.concatenate([rng.random(500), rng.random(40) * 1e-5])

@@ -286,6 +286,7 @@ class _StreamingCore:
     # passes --------------------------------------------------------------------------------
 
     def _start_pass(self) -> None:
+        self._observed = False  # whether observe() has seen a chunk of this pass
         self._pass_tests = 0
         self._fine = np.zeros(self._extract + 1, dtype=np.int64)  # grid bins 0..extract
         self._coarse_counts = np.zeros(len(self._coarse), dtype=np.int64)  # p <= level
@@ -299,6 +300,7 @@ class _StreamingCore:
 
     def _count(self, fine: np.ndarray, coarse: np.ndarray, n_tests: int) -> int:
         """Add a chunk's counts; return the grid bin up to which its tests are to be kept."""
+        self._observed = True
         self._fine += fine
         self._coarse_counts += coarse
         self._pass_tests += int(n_tests)
@@ -315,6 +317,7 @@ class _StreamingCore:
         self._kept_histogram += np.bincount(records["bin"], minlength=self._extract + 1)
 
     def _collect(self, records: dict[str, np.ndarray], n_tests: int) -> None:
+        self._observed = True
         self._kept.append(records)
         self._pass_tests += int(n_tests)
 
@@ -336,10 +339,13 @@ class _StreamingCore:
         """End the pass over the family that is under way; say whether ``observe`` must see
         every chunk once more (same chunks, any order). Usually false after the first pass:
         true when the rejections outnumber ``max_kept`` / 2 or more than ~4% of the tests
-        have p-values below q / 5 (then two more passes at most)."""
+        have p-values below q / 5 (then two more passes at most). Asking again before the
+        next pass has seen a chunk gives the same answer."""
         self._check_open()
         if self._mode == "done":
             return False
+        if self.passes_done and not self._observed:
+            return True  # the pass asked for has not started
         self.passes_done += 1
         if self.passes_done == 1:
             self.n_tests = self._pass_tests
@@ -365,6 +371,7 @@ class _StreamingCore:
         self._mode = "collect"
         self._kept = []
         self._pass_tests = 0
+        self._observed = False
         return True
 
     def passes(self):
