@@ -530,8 +530,10 @@ class _BinTable:
         top = grid[-1]
         below = 1
         x_min = np.maximum(0, hits + k - n_models)
+        # terms left out of the window: far below the lowest edge's last digits
+        floor = grid[0] * 1e-16
         while True:  # the window must start above the band (p > q there)
-            start, tail = hypergeom_tail_window(n_models, k, hits, below_mean=below)
+            start, tail = hypergeom_tail_window(n_models, k, hits, below_mean=below, floor=floor)
             if not ((tail[:, 0] <= top) & (start > x_min)).any():
                 break
             below = 2 * below + 8

@@ -176,8 +176,9 @@ def hypergeom_tail_window(
     x_min, x_max = np.maximum(0, h + k - K), np.minimum(h, k)
     start = np.clip((k * h) // K - below_mean, x_min, x_max)
     sigma = np.sqrt(k * (K - k) * h * (K - h) / (K * K * max(K - 1, 1)))
-    # exp(-z^2 / 2) < 1e-45 at z = 14.4 sigma; skewed tails may need the doubling below
-    width = int(np.ceil(14.5 * sigma.max(initial=0.0))) + below_mean + 16
+    # exp(-z^2 / 2) < floor at z = sqrt(2 ln(1 / floor)); skewed tails may need the doubling
+    reach = np.sqrt(2.0 * np.log(1.0 / floor)) + 0.5
+    width = int(np.ceil(reach * sigma.max(initial=0.0))) + below_mean + 16
     anchor = _hypergeom_pmf(start, np.full_like(h, K), h, np.full_like(h, k))
     hf, start_f = h.astype(np.float64)[:, None], start.astype(np.float64)[:, None]
     while True:
@@ -197,6 +198,6 @@ def hypergeom_tail_window(
         if not truncated.any():
             break
         width *= 2
-    tail = np.ascontiguousarray(np.cumsum(relative[:, ::-1], axis=1)[:, ::-1])
+    tail = np.cumsum(relative[:, ::-1], axis=1)[:, ::-1]  # a reversed view: no copy
     tail *= anchor[:, None]
     return start, tail
