@@ -8,10 +8,10 @@ hypergeometric given its test's hits and its train example's k_in), with test ac
 spread like a trained classifier's (most near 1, a tail of hard examples):
 
 - ``tables``: building the bin table of one k_in (once per distinct k_in per scan);
-- ``sorted``: a chunk whose train columns are ordered by k_in (the scan orders its train rows
-  by k_in: a chunk then holds 1-3 distinct values);
-- ``unsorted``: a chunk of train columns in their own order (~100 distinct k_in values, each
-  a column gather and a small bincount);
+- ``sorted``: a chunk whose train columns are ordered by k_in (as when the scan orders its
+  train rows by k_in: a chunk then holds 1-3 distinct values, each a view of the chunk);
+- ``unsorted``: a chunk of train columns in their own order (~100-160 distinct k_in values:
+  one block of mixed k_in whose per-pair thresholds are gathered from a small table);
 - ``memorization``: :func:`fisher_pvalues` and :func:`bh_qvalues` over n dense counts.
 
 The tables are built before the timed passes (as after the first chunks of a scan), so the

@@ -326,6 +326,26 @@ def test_bin_tables_rebuild_bit_for_bit_and_bins_follow_their_pvalues():
         assert (table.bins[:, 0] == fdr.n_bins).all()  # below the band: p > q
         assert (table.bins[:, -1] == 0).all()  # above it: p <= e_0
         assert (np.diff(table.bins.astype(int), axis=1) <= 0).all()
+        # a few rows, in the full table's window, give the same bits
+        rows = np.array([0, 7, 250, 251, 499, 500])
+        part = _BinTable(500, k, rows, fdr.grid, table.window)
+        assert np.array_equal(part.x_top, table.x_top[rows])
+        width = part.width + 1
+        assert np.array_equal(part.pvalues[:, :width], table.pvalues[rows, :width], equal_nan=True)
+
+
+def test_influence_fdr_pvalues_check_their_pairs():
+    fdr = InfluenceFDR(8, np.array([3, 5, 0]))
+    with pytest.raises(DataError, match="one length"):
+        fdr.pvalues([1, 2], [4], [0, 1])
+    with pytest.raises(DataError, match="test must hold test rows"):
+        fdr.pvalues([1], [4], [3])
+    with pytest.raises(DataError, match="k_in must lie in"):
+        fdr.pvalues([0], [8], [0])
+    with pytest.raises(DataError, match="in_count must lie in"):
+        fdr.pvalues([4], [4], [0])
+    p = fdr.pvalues([3, 0, 0], [4, 4, 4], [0, 2, 0])
+    np.testing.assert_allclose(p, fisher_pvalues([3, 0, 0], 4, [0, 0, 3], 4), rtol=1e-13)
 
 
 def test_influence_fdr_checks_its_inputs():

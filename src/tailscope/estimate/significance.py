@@ -156,7 +156,13 @@ def _hypergeom_pmf(x: np.ndarray, K: np.ndarray, h: np.ndarray, k: np.ndarray) -
 
 
 def hypergeom_tail_window(
-    total: int, draws: int, hits: np.ndarray, *, below_mean: int = 1, floor: float = 1e-40
+    total: int,
+    draws: int,
+    hits: np.ndarray,
+    *,
+    below_mean: int = 1,
+    floor: float = 1e-40,
+    width: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Upper tails ``P(X >= x)`` of ``X ~ Hypergeometric(total, h, draws)`` for every ``h`` in
     ``hits``, on a window of x from just below the mean to far into the upper tail.
@@ -167,9 +173,11 @@ def hypergeom_tail_window(
     cumulative sum: about a hundred times cheaper per value than
     :func:`hypergeom_upper_tail`, and agreeing with it to ~1e-13 relative. The window is
     wide enough that the terms left out past its end are below ``floor`` (absolute), so the
-    tails down to ~1e20 ``floor`` carry full relative accuracy. The result depends only on
-    the arguments (the same call always gives the same bits), so tables built from it can be
-    rebuilt instead of kept.
+    tails down to ~1e20 ``floor`` carry full relative accuracy. Each row's values depend only
+    on its own h and on the window's ``width`` (the number of x; by default the smallest
+    multiple of a normal-tail guess that reaches ``floor`` for every row): the same width
+    gives the same bits for that h in any call, so tables built from it can be rebuilt,
+    for a few rows, instead of kept.
     """
     K, k = int(total), int(draws)
     h = np.asarray(hits, dtype=np.int64)
@@ -178,7 +186,9 @@ def hypergeom_tail_window(
     sigma = np.sqrt(k * (K - k) * h * (K - h) / (K * K * max(K - 1, 1)))
     # exp(-z^2 / 2) < floor at z = sqrt(2 ln(1 / floor)); skewed tails may need the doubling
     reach = np.sqrt(2.0 * np.log(1.0 / floor)) + 0.5
-    width = int(np.ceil(reach * sigma.max(initial=0.0))) + below_mean + 16
+    fixed = width is not None
+    if not fixed:
+        width = int(np.ceil(reach * sigma.max(initial=0.0))) + below_mean + 16
     anchor = _hypergeom_pmf(start, np.full_like(h, K), h, np.full_like(h, k))
     hf, start_f = h.astype(np.float64)[:, None], start.astype(np.float64)[:, None]
     while True:
@@ -195,7 +205,7 @@ def hypergeom_tail_window(
         relative[:, 0] = 1.0
         np.cumprod(ratio, axis=1, out=relative[:, 1:])
         truncated = (start + width - 1 < x_max) & (anchor * relative[:, -1] > floor)
-        if not truncated.any():
+        if fixed or not truncated.any():
             break
         width *= 2
     tail = np.cumsum(relative[:, ::-1], axis=1)[:, ::-1]  # a reversed view: no copy
