@@ -82,6 +82,20 @@ def test_agrees_with_scipy_over_the_whole_support():
     assert ((p >= 0) & (p <= 1)).all()
 
 
+@pytest.mark.parametrize("total", [[300, 301], [40000], [40000, 40001]])
+def test_large_inputs_share_tail_sums_between_equal_counts_and_agree(total):
+    # From 10,000 estimates on, one tail is summed per distinct (hits_in, K, h, k_in).
+    rng = np.random.default_rng(1)
+    n = 12_000
+    K = rng.choice(total, n)
+    k = rng.binomial(K, 0.7)
+    hits_in = rng.binomial(k, 0.9)
+    hits_out = rng.binomial(K - k, 0.85)
+    p = fisher_pvalues(hits_in, k, hits_out, K - k)
+    one_by_one = hypergeom_upper_tail(hits_in, K, hits_in + hits_out, k)
+    assert np.array_equal(p, one_by_one)
+
+
 def test_pvalue_falls_as_the_in_count_grows_for_fixed_out_count():
     # The one-sided test is monotone: more hits among the in-models is more evidence.
     k_in, k_out = 35, 15
