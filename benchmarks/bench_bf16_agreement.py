@@ -30,7 +30,7 @@ from scipy import stats
 import tailscope as ts
 from tailscope.data import features
 from tailscope.engine import train_models
-from tailscope.estimate import memorization_counts
+from tailscope.estimate import memorization, memorization_counts
 from tailscope.models import get_recipe
 
 
@@ -99,9 +99,7 @@ def main() -> None:
         )
         print(f"{name:6s} trained {args.models} models in {time.perf_counter() - start:.0f} s")
 
-    mem = {
-        name: ts.estimate.memorization(masks, out.correct_train)[0] for name, out in outputs.items()
-    }
+    mem = {name: memorization(masks, out.correct_train).value for name, out in outputs.items()}
     accuracy = {name: 100 * out.correct_test.mean() for name, out in outputs.items()}
     both = ~np.isnan(mem["fp32"]) & ~np.isnan(mem["fp32'"]) & ~np.isnan(mem["bf16"])
     r_seed = stats.pearsonr(mem["fp32"][both], mem["fp32'"][both])[0]

@@ -68,7 +68,7 @@ def run_task(task: str, n_models: int, n_train: int, n_test: int) -> dict[str, o
     start = time.perf_counter()
     detail = ""
     if task == "memorization":
-        mem, _ = memorization(data["masks"], data["correct_train"])
+        mem = memorization(data["masks"], data["correct_train"]).value
         detail = f"mean mem {np.nanmean(mem):.3f}"
     elif task == "influence":
         result = influence(data["masks"], data["correct_test"], top_k=10, threshold=0.15)

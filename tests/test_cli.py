@@ -60,8 +60,18 @@ def test_train_then_estimate_writes_tables(trained_run, capsys):
     assert main(["estimate", str(trained_run), "--infl", "0.2", "--mem", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "4 models" in out and "memorization" in out
+    assert "findings at FDR 0.1" in out and "needs" in out
     mem = pd.read_csv(trained_run / "memorization.csv")
-    assert list(mem.columns) == ["index", "label", "mem", "mem_se"]
+    assert list(mem.columns) == [
+        "index",
+        "label",
+        "mem",
+        "mem_se",
+        "mem_low",
+        "mem_high",
+        "mem_p",
+        "mem_q",
+    ]
     assert len(mem) == 200
     pairs = pd.read_csv(trained_run / "pairs.csv")
     assert list(pairs.columns) == [
@@ -72,9 +82,22 @@ def test_train_then_estimate_writes_tables(trained_run, capsys):
         "label",
         "infl",
         "infl_se",
+        "infl_low",
+        "infl_high",
+        "p",
+        "q",
         "mem",
         "mem_se",
+        "mem_q",
     ]
+    assert (pairs["q"] <= 0.1).all() and (pairs["mem_q"] <= 0.1).all()
+    # The paper's plain rule: every pair above the thresholds, p-values but no q-values.
+    assert (
+        main(["estimate", str(trained_run), "--infl", "0.2", "--mem", "0.1", "--fdr", "none"]) == 0
+    )
+    assert "plain threshold rule" in capsys.readouterr().out
+    pairs = pd.read_csv(trained_run / "pairs.csv")
+    assert len(pairs) > 0 and pairs["q"].isna().all()
     assert (pairs["infl"] >= 0.2).all() and (pairs["mem"] >= 0.1).all()
 
 

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+import tailscope as ts
 from tailscope.errors import DataError
 from tailscope.estimate import (
     UndefinedEstimateWarning,
+    bh_qvalues,
+    difference_interval,
+    fisher_pvalues,
     influence,
     memorization,
     standard_error,
@@ -66,11 +70,17 @@ def fixed_size_masks(rng, n_models, n_train, ratio):
 # --- memorization ----------------------------------------------------------------------------
 
 
+def _mem(*args, **kwargs):
+    """``(mem, se)`` of :func:`memorization`."""
+    result = memorization(*args, **kwargs)
+    return result.value, result.se
+
+
 @pytest.mark.parametrize("chunk_size", [None, 1, 7])
 def test_memorization_matches_brute_force(chunk_size):
     rng = np.random.default_rng(0)
     masks, correct_train, _ = random_runs(rng, 15, 31, 1)
-    mem, se = memorization(masks, correct_train, chunk_size=chunk_size)
+    mem, se = _mem(masks, correct_train, chunk_size=chunk_size)
     estimate, expected_se = brute_force(masks, correct_train)
     assert mem.shape == se.shape == (31,)
     assert mem.dtype == se.dtype == np.float64
@@ -83,12 +93,12 @@ def test_memorization_takes_memmaps_and_0_1_numbers(tmp_path):
     masks, correct_train, _ = random_runs(rng, 9, 20, 1)
     np.save(tmp_path / "masks.npy", masks.astype(np.uint8))
     np.save(tmp_path / "correct.npy", correct_train.astype(np.float32))
-    mem, se = memorization(
+    mem, se = _mem(
         np.load(tmp_path / "masks.npy", mmap_mode="r"),
         np.load(tmp_path / "correct.npy", mmap_mode="r"),
         chunk_size=6,
     )
-    expected_mem, expected_se = memorization(masks, correct_train)
+    expected_mem, expected_se = _mem(masks, correct_train)
     np.testing.assert_array_equal(mem, expected_mem)
     np.testing.assert_array_equal(se, expected_se)
 
@@ -110,7 +120,7 @@ def test_memorization_planted_effects_within_standard_errors():
     p_out = rng.choice([0.3, 0.95, 0.2, 0.5], size=n_train)
     masks = fixed_size_masks(rng, n_models, n_train, 0.7)
     correct = rng.random((n_models, n_train)) < np.where(masks, p_in, p_out)
-    mem, se = memorization(masks, correct)
+    mem, se = _mem(masks, correct)
     # With 60 independent estimates, P(any |z| > 5) is about 60 * 5.7e-7.
     assert np.all(np.abs(mem - (p_in - p_out)) <= 5 * se)
     assert np.all(se < 0.05)  # bounded as in DESIGN §1 (K=1000, m=0.7n)
@@ -130,7 +140,7 @@ def test_memorization_standard_error_matches_simulation():
     n_models, n_replicates, p_in, p_out = 400, 20_000, 0.9, 0.3
     masks = rng.random((n_models, n_replicates)) < 0.5
     correct = rng.random((n_models, n_replicates)) < np.where(masks, p_in, p_out)
-    mem, se = memorization(masks, correct)
+    mem, se = _mem(masks, correct)
     empirical_variance = mem.var(ddof=1)
     reported_variance = np.mean(se**2)
     tolerance = 5 * np.sqrt(2 / (n_replicates - 1)) + 1 / masks.sum(axis=0).min()
@@ -145,7 +155,7 @@ def test_memorization_nan_and_one_warning_for_examples_never_in_or_never_out():
     masks[:, 7] = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mem, se = memorization(masks, correct_train, chunk_size=5)
+        mem, se = _mem(masks, correct_train, chunk_size=5)
     assert len(caught) == 1
     assert issubclass(caught[0].category, UndefinedEstimateWarning)
     assert issubclass(caught[0].category, RuntimeWarning)
@@ -234,8 +244,106 @@ def test_influence_matches_brute_force(tmp_path, chunk_size):
     order = np.lexsort((pairs.train_pos, -pairs.infl, pairs.test_pos))
     np.testing.assert_array_equal(order, np.arange(len(pairs)))  # (test, -infl, train)
     frame = pairs.to_frame()
-    assert list(frame.columns) == ["train_pos", "test_pos", "infl", "infl_se"]
+    assert list(frame.columns) == [
+        "train_pos",
+        "test_pos",
+        "infl",
+        "infl_se",
+        "infl_low",
+        "infl_high",
+        "p",
+        "q",
+    ]
     assert len(frame) == len(pairs)
+    # Each pair's exact one-sided p-value and interval come from its own counts; no q-value
+    # without fdr (the paper's plain rule).
+    counts = brute_force_counts(masks, correct_test)
+    at = (pairs.train_pos, pairs.test_pos)
+    np.testing.assert_allclose(pairs.p, fisher_pvalues(*(c[at] for c in counts)), rtol=1e-12)
+    low, high = difference_interval(*(c[at] for c in counts))
+    np.testing.assert_array_equal(pairs.low, low)
+    np.testing.assert_array_equal(pairs.high, high)
+    assert np.all((pairs.low <= pairs.infl) & (pairs.infl <= pairs.high))
+    assert np.isnan(pairs.q).all()
+
+
+def brute_force_counts(masks: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(hits_in, k_in, hits_out, k_out), each (n, t), by loops over the models."""
+    m, c = masks.astype(np.int64), correct.astype(np.int64)
+    hits_in = m.T @ c
+    k_in = np.repeat(m.sum(axis=0)[:, None], c.shape[1], axis=1)
+    hits_out = (1 - m).T @ c
+    return hits_in, k_in, hits_out, len(m) - k_in
+
+
+@pytest.mark.parametrize("method", ["bh", "by"])
+def test_influence_findings_are_dense_bh_over_every_defined_pair(method):
+    # Planted effects among many null pairs; one train example in every subset (undefined).
+    rng = np.random.default_rng(3)
+    k, n, t = 120, 40, 30
+    masks = fixed_size_masks(rng, k, n, 0.7)
+    masks[:, 0] = True
+    logits = rng.normal(0.5, 1.0, size=(1, t)) + 4.0 * (masks[:, [5, 9, 17]] @ np.eye(3, t))
+    correct = rng.random((k, t)) < 1 / (1 + np.exp(-logits))
+    counts = brute_force_counts(masks, correct)
+    p = fisher_pvalues(*counts)
+    p[0] = np.nan  # not a test: in every subset
+    q = bh_qvalues(p, method)
+    with pytest.warns(UndefinedEstimateWarning, match="1 of 40"):
+        found = influence(masks, correct, fdr=0.1, method=method, chunk_size=7)
+    expected = np.argwhere(q <= 0.1)
+    assert len(expected) >= 3
+    assert found.n_tests == (n - 1) * t
+    got = np.column_stack([found.pairs.train_pos, found.pairs.test_pos])
+    assert {tuple(x) for x in got} == {tuple(x) for x in expected}
+    at = (found.pairs.train_pos, found.pairs.test_pos)
+    np.testing.assert_allclose(found.pairs.q, q[at], rtol=1e-10)
+    np.testing.assert_allclose(found.pairs.p, p[at], rtol=1e-10)
+    assert found.cutoff == pytest.approx(p[at].max())
+    # With a threshold: the findings whose estimate also reaches it, the family unchanged.
+    with pytest.warns(UndefinedEstimateWarning):
+        at_least = influence(masks, correct, threshold=0.4, fdr=0.1, method=method)
+    with np.errstate(invalid="ignore"):  # row 0: never out
+        estimate = counts[0] / counts[1] - counts[2] / counts[3]
+    keep = estimate[at] >= 0.4
+    assert len(at_least.pairs) == keep.sum() and at_least.n_tests == found.n_tests
+    np.testing.assert_allclose(
+        at_least.pairs.q,
+        np.sort(found.pairs.q[keep])
+        if False
+        else q[at_least.pairs.train_pos, at_least.pairs.test_pos],
+        rtol=1e-10,
+    )
+
+
+def test_high_influence_pairs_select_among_findings_never_among_preselected_rows():
+    rng = np.random.default_rng(4)
+    k, n, t = 160, 50, 24
+    masks = fixed_size_masks(rng, k, n, 0.7)
+    # Train examples 3 and 8 are memorized and help test examples 2 and 5 (same labels).
+    correct_train = rng.random((k, n)) < 0.9
+    correct_train[:, [3, 8]] = masks[:, [3, 8]] & (rng.random((k, 2)) < 0.95)
+    correct_test = rng.random((k, t)) < 0.6
+    correct_test[:, [2, 5]] = masks[:, [3, 8]] & (rng.random((k, 2)) < 0.95)
+    y_train, y_test = np.arange(n) % 3, np.arange(t) % 3
+    y_test[[2, 5]] = y_train[[3, 8]]
+    est = ts.Estimates(masks, correct_train, correct_test, y_train, y_test)
+    pairs = est.high_influence_pairs(infl=0.15, mem=0.25, fdr=0.1)
+    assert {(3, 2), (8, 5)} <= set(zip(pairs.train_pos, pairs.test_pos, strict=True))
+    everything = est.influence(fdr=0.1)  # the family: every pair, whatever its row's mem
+    assert everything.n_tests == n * t
+    found = everything.pairs
+    q = {
+        (i, j): value for i, j, value in zip(found.train_pos, found.test_pos, found.q, strict=True)
+    }
+    for row in pairs.itertuples():
+        assert row.q == q[(row.train_pos, row.test_pos)] <= 0.1
+        assert row.infl >= 0.15 and row.mem >= 0.25 and row.mem_q <= 0.1
+        assert est.y_train[row.train_pos] == est.y_test[row.test_pos]
+    plain = est.high_influence_pairs(infl=0.15, mem=0.25, fdr=None)
+    assert len(plain) >= len(pairs) and np.isnan(plain["q"]).all()
+    with pytest.raises(ValueError, match="fdr=None"):
+        est.high_influence_pairs(fdr=0.1, mirrored=True)
 
 
 def test_influence_train_index_restricts_rows_and_keeps_global_indices(tmp_path):
@@ -436,7 +544,7 @@ def test_influence_standard_error_matches_simulation():
         ({"top_k": 1, "train_pos": [1, 1]}, "train_pos has duplicate"),
         ({"top_k": 1, "train_pos": [[1]]}, "train_pos must be 1-D"),
         ({"top_k": 1, "train_pos": [0.5]}, "train_pos must hold integers"),
-        ({}, "at least one of top_k, threshold or dense_path"),
+        ({}, "at least one of top_k, threshold, fdr or dense_path"),
     ],
 )
 def test_influence_rejects_bad_arguments(kwargs, message):

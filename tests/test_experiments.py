@@ -181,8 +181,10 @@ def test_mirror_pairs_count_the_noise_pairs():
         y_train=np.zeros(300, dtype=int),
         y_test=np.zeros(60, dtype=int),
     )
-    selected = est.high_influence_pairs(infl=0.15, mem=-1)
+    selected = est.high_influence_pairs(infl=0.15, mem=-1, fdr=None)
     mirror = mirror_pair_count(est, infl=0.15, mem=-1)
+    # Every pair is noise: the plain rule selects hundreds, the findings at FDR 0.1 none.
+    assert len(est.high_influence_pairs(infl=0.15, mem=-1, fdr=0.1)) == 0
     flipped = ts.estimate.influence(~masks, est.correct_test, threshold=0.15).pairs
     assert len(flipped) == mirror
     # Pairs of one train example share its mask, so compare per-row count differences,
@@ -200,7 +202,7 @@ def test_mirror_pairs_count_the_noise_pairs():
 
 
 def test_planted_pairs_stand_above_the_noise_floor(planted_estimates):
-    pairs = planted_estimates.high_influence_pairs()
+    pairs = planted_estimates.high_influence_pairs(fdr=None)
     mirror = mirror_pair_count(planted_estimates)
     strong = mirror_pair_count(planted_estimates, infl=0.9)
     assert strong == 0 and (pairs["infl"] >= 0.9).sum() >= len(DUPLICATES)

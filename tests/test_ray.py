@@ -111,9 +111,9 @@ def _assert_same_results(run, reference):
         # NaN (undefined) estimates compare equal to NaN here.
         np.testing.assert_array_equal(ours.memorization, theirs.memorization)
         np.testing.assert_array_equal(ours.memorization_se, theirs.memorization_se)
-        pairs = ours.high_influence_pairs(infl=0.1, mem=0.0)
+        pairs = ours.high_influence_pairs(infl=0.1, mem=0.0, fdr=None)
     assert len(pairs) > 0
-    assert pairs.equals(theirs.high_influence_pairs(infl=0.1, mem=0.0))
+    assert pairs.equals(theirs.high_influence_pairs(infl=0.1, mem=0.0, fdr=None))
 
 
 # ---- killing a worker (by pid, found through /proc) ---------------------------------------

@@ -53,7 +53,9 @@ def test_train_records_every_model_and_estimates(tmp_path, digits, tiny_recipe):
     assert est.memorization.shape == (digits.n_train,)
     assert est.memorization_se.shape == (digits.n_train,)
     # Models learn: mean test accuracy well above chance (10 classes).
-    assert est.summary()["test_accuracy"] > 0.6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        assert est.summary()["test_accuracy"] > 0.6
     # Margins agree with correctness wherever the margin is not a tie.
     margin = run.store.rows("margin_test").astype(np.float32)
     correct = run.store.rows("correct_test")
@@ -188,9 +190,9 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     ea, eb = a.estimate(), b.estimate()
     assert np.array_equal(ea.memorization, eb.memorization, equal_nan=True)
     assert np.array_equal(ea.memorization_se, eb.memorization_se, equal_nan=True)
-    pa = ea.high_influence_pairs(infl=0.3, mem=0.1)
-    pb = eb.high_influence_pairs(infl=0.3, mem=0.1)
-    assert pa.equals(pb)
+    pa = ea.high_influence_pairs(infl=0.3, mem=0.1, fdr=None)
+    pb = eb.high_influence_pairs(infl=0.3, mem=0.1, fdr=None)
+    assert len(pa) > 0 and pa.equals(pb)
 
 
 def test_adaptive_stopping_stops_at_the_se_target_and_records_why(tmp_path, digits, tiny_recipe):
@@ -292,7 +294,8 @@ def test_a_second_trainer_fails_in_one_line_while_the_first_finishes(tmp_path, d
         " precision='fp32')\n"
         "run.train(progress=False)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(path)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: not slowed by a busy machine
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
         (path / "spec.json").exists() and ts.Run.open(path, writable=False).store.trainer()

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from tailscope import __version__
 from tailscope.errors import DataError, TailscopeError
 
@@ -120,15 +122,31 @@ def _executor_options(args: argparse.Namespace) -> dict[str, object]:
     return {"executor": args.executor, "device": args.device, **options}
 
 
+def _fdr(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    value = _threshold(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"--fdr must be in (0, 1) or 'none', got {value}")
+    return value
+
+
 def _add_pair_thresholds(
     parser: argparse.ArgumentParser,
     mem_help: str = "memorization threshold of the pairs' train examples",
 ) -> None:
-    """``--infl`` and ``--mem``: the thresholds that select high-influence pairs."""
+    """``--infl``, ``--mem`` and ``--fdr``: what selects high-influence pairs."""
     parser.add_argument(
         "--infl", type=_threshold, default=0.15, help="influence threshold of the pairs"
     )
     parser.add_argument("--mem", type=_threshold, default=0.25, help=mem_help)
+    parser.add_argument(
+        "--fdr",
+        type=_fdr,
+        default=0.1,
+        help="report findings: Benjamini-Hochberg at this false discovery rate over every "
+        "test (default: 0.1); 'none' is the paper's plain threshold rule",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,14 +371,22 @@ def _estimate(args: argparse.Namespace) -> int:
     from tailscope.run import Run
 
     run = Run.open(args.run_dir)
-    _write_estimates(run, infl=args.infl, mem=args.mem)
+    _write_estimates(run, infl=args.infl, mem=args.mem, fdr=args.fdr)
     return 0
 
 
-def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
+def _write_estimates(run, infl: float, mem: float, fdr: float | None, top: int = 10) -> None:
+    from tailscope.experiments import findings
+
     est = run.estimate()
     mem_frame = est.memorization_frame()
-    pairs = est.high_influence_pairs(infl=infl, mem=mem)
+    found = None
+    if fdr is not None:
+        ratio = run.spec.analysis_ratio or run.spec.ratios[0]
+        found = findings(est, infl=infl, mem=mem, fdr=fdr, ratio=ratio)
+        pairs = found.pair_table
+    else:
+        pairs = est.high_influence_pairs(infl=infl, mem=mem, fdr=None)
     mem_path = run.store.save_result("memorization", mem_frame)
     pairs_path = run.store.save_result("pairs", pairs)
     s = est.summary(pairs)
@@ -376,26 +402,47 @@ def _write_estimates(run, infl: float, mem: float, top: int = 10) -> None:
         f"{100 * s['frac_mem_ge_0.5']:.1f}% >= 0.5"
         + (f"; {s['undefined']} undefined (never in or never out)" if s["undefined"] else "")
     )
+    if found is not None:
+        _print_findings(found.memorization, f"mem >= {mem}", f"mem <= -{mem}", fdr, mem)
     ranked = mem_frame.dropna(subset=["mem"]).sort_values("mem", ascending=False).head(top)
-    print("most memorized train examples (index, label, mem ± se):")
+    print("most memorized train examples (index, label, mem [95% CI], q):")
     for row in ranked.itertuples(index=False):
         label = names[row.label] if names else row.label
-        print(f"  {row.index:>7d}  {label!s:>12}  {row.mem:+.3f} ± {row.mem_se:.3f}")
+        print(
+            f"  {row.index:>7d}  {label!s:>12}  {row.mem:+.3f} [{row.mem_low:+.2f}, "
+            f"{row.mem_high:+.2f}]  q {row.mem_q:.2g}"
+        )
+    rule = "plain threshold rule" if fdr is None else f"findings at FDR {fdr}"
     print(
-        f"high-influence pairs (infl >= {infl}, mem >= {mem}, same label): {s['pairs']} "
-        f"pairs, {s['pairs_unique_test']} test and {s['pairs_unique_train']} train examples"
+        f"high-influence pairs (infl >= {infl}, mem >= {mem}, same label; {rule}): "
+        f"{s['pairs']} pairs, {s['pairs_unique_test']} test and {s['pairs_unique_train']} "
+        "train examples"
     )
+    if found is not None:
+        _print_findings(found.pairs, f"infl >= {infl}", f"infl <= -{infl}", fdr, infl)
     for row in pairs.head(top).itertuples(index=False):
+        q = "" if np.isnan(row.q) else f"  q {row.q:.2g}"
         print(
             f"  train {row.train_index:>7d} -> test {row.test_index:>6d}  label {row.label}  "
-            f"infl {row.infl:+.3f} ± {row.infl_se:.3f}  mem {row.mem:+.3f}"
+            f"infl {row.infl:+.3f} [{row.infl_low:+.2f}, {row.infl_high:+.2f}]  p {row.p:.2g}"
+            f"{q}  mem {row.mem:+.3f}"
         )
-    if len(pairs) and s["models"] < 1000:
+    if fdr is None and len(pairs) and s["models"] < 1000:
         print(
             f"note: the median SE of these pairs is {pairs['infl_se'].median():.3f}; with "
-            f"{s['models']} models many are noise (the paper used 2000-4000 models)"
+            f"{s['models']} models many are noise (--fdr 0.1 reports findings only)"
         )
     print(f"wrote {mem_path} and {pairs_path}")
+
+
+def _print_findings(row, plain: str, mirrored: str, fdr: float, effect: float) -> None:
+    """One line: findings, the plain and mirrored threshold counts, and the models needed."""
+    needed = "over 10^6" if row.models_needed is None else f"about {row.models_needed:,}"
+    print(
+        f"  findings at FDR {fdr}: {row.findings:,} (BH over {row.n_tests:,} tests, per-test "
+        f"cutoff {row.cutoff:.2g}); plain {plain}: {row.threshold:,}, mirrored {mirrored}: "
+        f"{row.mirror:,} (noise); an effect of {effect} needs {needed} models for 80% power"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -424,7 +471,7 @@ def _demo(args: argparse.Namespace) -> int:
     code = _train_run(run, device="cpu", quiet=args.quiet)
     if code:
         return code
-    _write_estimates(run, infl=0.15, mem=0.25)
+    _write_estimates(run, infl=0.15, mem=0.25, fdr=0.1)
     return 0
 
 
@@ -540,7 +587,13 @@ def _report(args: argparse.Namespace) -> int:
     run = Run.open(args.run_dir, writable=False)
     output = args.output if args.output is not None else run.path / "report.html"
     write_report(
-        run, output, infl=args.infl, mem=args.mem, released=args.released, gallery_size=args.gallery
+        run,
+        output,
+        infl=args.infl,
+        mem=args.mem,
+        fdr=args.fdr,
+        released=args.released,
+        gallery_size=args.gallery,
     )
     print(f"wrote {output}")
     return 0
@@ -563,7 +616,7 @@ def _experiment(args: argparse.Namespace) -> int:
         _print_marginal_utility(result)
         saved = run.store.result_path("marginal_utility")
     else:
-        result = remove_influencers(run, infl=args.infl, mem=args.mem, **common)
+        result = remove_influencers(run, infl=args.infl, mem=args.mem, fdr=args.fdr, **common)
         _print_influencer_removal(result)
         saved = run.store.result_path("remove_influencers")
     elapsed = time.perf_counter() - start
@@ -622,11 +675,15 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.run_b is None:
         halves = split_half(Run.open(args.run_a, writable=False).estimate(), args.seed)
-        row = agreement(*halves, infl=args.infl, mem=args.mem)
+        row = agreement(*halves, infl=args.infl, mem=args.mem, fdr=args.fdr)
         what = f"split-half of {args.run_a}"
     else:
         row = compare_runs(
-            Run.open(args.run_a), Run.open(args.run_b, writable=False), infl=args.infl, mem=args.mem
+            Run.open(args.run_a),
+            Run.open(args.run_b, writable=False),
+            infl=args.infl,
+            mem=args.mem,
+            fdr=args.fdr,
         )
         what = f"{args.run_a} vs {args.run_b}"
     print(f"{what} ({row['models_a']} and {row['models_b']} models):")
@@ -635,11 +692,25 @@ def _compare(args: argparse.Namespace) -> int:
         f"  mem >= {args.mem}: {row['mem_set_a']} and {row['mem_set_b']} examples, "
         f"Jaccard {row['jaccard_mem']:.3f}"
     )
-    print(f"  pairs: {row['pairs_a']} and {row['pairs_b']}, Jaccard {row['jaccard_pairs']:.3f}")
+    rule = "plain threshold rule" if args.fdr is None else f"findings at FDR {args.fdr}"
+    print(
+        f"  pairs ({rule}): {row['pairs_a']} and {row['pairs_b']}, "
+        f"Jaccard {row['jaccard_pairs']:.3f}"
+    )
     print(
         f"  mean |mem_a - mem_b| {row['mean_abs_diff']:.4f} +- {row['mean_abs_diff_se']:.4f} "
         f"(expected from the SEs alone: {row['expected_mean_abs_diff']:.4f})"
     )
+    if args.fdr is not None:
+        for what, share, found in (
+            ("memorization", row["mem_replicated"], row["mem_findings_a"]),
+            ("pair", row["pairs_replicated"], row["pairs_a"]),
+        ):
+            confirmed = "-" if math.isnan(share) else f"{100 * share:.0f}%"
+            print(
+                f"  {what} findings of A confirmed by B (same sign, p < 0.05): {confirmed} "
+                f"of {found}"
+            )
     if args.run_b is not None:
         print(f"saved into {Run.open(args.run_a, writable=False).store.result_path('agreement')}")
     return 0

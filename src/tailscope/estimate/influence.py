@@ -11,6 +11,13 @@ counts the models that had example i in their subset and got test example j righ
 floats = 2.4 GB), so only what the caller asks for is kept: the top-k train examples of every
 test example, the pairs above a threshold, or, only when asked, the dense matrix in a ``.npy``
 on disk. Memory stays about ``chunk_size * t + K * t`` numbers whatever n is.
+
+Findings: with ``fdr=q`` the pairs kept are those that Benjamini-Hochberg (or Benjamini-
+Yekutieli) at level q declares positive over *every* defined (train, test) pair, each tested
+by the one-sided exact Fisher test of ``infl > 0`` (:class:`~tailscope.estimate.fdr.
+InfluenceFDR`, streamed over the same chunks: no n x t array of p-values), and whose
+estimate reaches ``threshold``. With ``fdr=None`` the pairs are the paper's: every estimate
+>= ``threshold``, each with its p-value (and no q-value).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from numpy.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from tailscope._checks import check_device, check_positions
+from tailscope._checks import check_device, check_positions, check_scalar
 from tailscope.errors import DataError
 from tailscope.estimate._validation import (
     as_bool,
@@ -35,7 +42,10 @@ from tailscope.estimate._validation import (
     column_chunks,
     warn_undefined,
 )
+from tailscope.estimate.fdr import InfluenceFDR, PairDiscoveries
+from tailscope.estimate.intervals import difference_interval
 from tailscope.estimate.memorization import standard_error
+from tailscope.estimate.significance import fisher_pvalues
 
 __all__ = ["InfluenceResult", "Pairs", "TopK", "influence"]
 
@@ -66,7 +76,8 @@ class TopK:
 
 @dataclass(frozen=True, eq=False)
 class Pairs:
-    """Every (train, test) pair with influence >= a threshold.
+    """The kept (train, test) pairs: with influence >= a threshold, and with ``fdr`` the
+    Benjamini-Hochberg findings among them.
 
     Sorted by test position, then influence (largest first), then train position.
 
@@ -74,25 +85,56 @@ class Pairs:
         train_pos: (p,) int64 train positions.
         test_pos: (p,) int64 test positions.
         infl: (p,) float32 influence.
-        se: (p,) float32 standard error of the influence.
+        se: (p,) float32 standard error of the influence (0 where both rates are 0 or 1:
+            use the interval).
+        p: (p,) float64 one-sided exact Fisher p-value of ``infl > 0``.
+        q: (p,) float64 BH/BY q-value over every defined pair (NaN without ``fdr``).
+        low, high: (p,) float64 confidence interval of the influence (Agresti-Caffo).
     """
 
     train_pos: np.ndarray
     test_pos: np.ndarray
     infl: np.ndarray
     se: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
     def __len__(self) -> int:
         return len(self.train_pos)
 
+    @classmethod
+    def empty(cls) -> Pairs:
+        positions, values = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return cls(
+            positions,
+            positions,
+            values.astype(np.float32),
+            values.astype(np.float32),
+            values,
+            values,
+            values,
+            values,
+        )
+
+    def take(self, keep: np.ndarray) -> Pairs:
+        """The pairs at ``keep`` (a boolean mask or positions), in that order."""
+        return Pairs(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
     def to_frame(self) -> pd.DataFrame:
-        """The pairs as a DataFrame with columns ``train_pos, test_pos, infl, infl_se``."""
+        """The pairs as a DataFrame: ``train_pos, test_pos, infl, infl_se, infl_low,
+        infl_high, p, q``."""
         return pd.DataFrame(
             {
                 "train_pos": self.train_pos,
                 "test_pos": self.test_pos,
                 "infl": self.infl,
                 "infl_se": self.se,
+                "infl_low": self.low,
+                "infl_high": self.high,
+                "p": self.p,
+                "q": self.q,
             }
         )
 
@@ -104,15 +146,20 @@ class InfluenceResult:
     Attributes:
         train_pos: (r,) int64 train positions considered, in the order of the rows of ``dense``.
         top_k: the most influential train examples of every test example, if asked.
-        pairs: the pairs above the threshold, if asked.
+        pairs: the pairs above the threshold (the findings, with ``fdr``), if asked.
         dense: (r, t) float32 memory-mapped influence matrix (NaN rows for examples without
             an estimate), if asked.
+        n_tests: with ``fdr``, the size of the family: every defined (train, test) pair.
+        cutoff: with ``fdr``, the largest p-value declared a finding (NaN if none): the
+            per-test level BH reached.
     """
 
     train_pos: np.ndarray
     top_k: TopK | None = None
     pairs: Pairs | None = None
     dense: np.memmap | None = None
+    n_tests: int | None = None
+    cutoff: float = float("nan")
 
     def __repr__(self) -> str:
         kept = [f"train_pos=({len(self.train_pos)},)"]
@@ -131,6 +178,9 @@ def influence(
     *,
     top_k: int | None = None,
     threshold: float | None = None,
+    fdr: float | None = None,
+    method: str = "bh",
+    confidence: float = 0.95,
     train_pos: ArrayLike | None = None,
     dense_path: str | os.PathLike | None = None,
     chunk_size: int = 2048,
@@ -144,7 +194,13 @@ def influence(
             May be a memory-mapped array; it is read one chunk of columns at a time.
         correct_test: (K, t) bool or 0/1, model k classifies test example j correctly.
         top_k: keep the ``top_k`` most influential train examples of every test example.
-        threshold: keep every pair with influence >= ``threshold``.
+        threshold: keep every pair with influence >= ``threshold`` (with ``fdr``: every
+            finding that large).
+        fdr: keep only findings: the pairs Benjamini-Hochberg at this level declares
+            ``infl > 0`` over every defined pair of the rows considered (see the module
+            docstring). None: the paper's plain threshold.
+        method: ``"bh"``, or ``"by"`` (Benjamini-Yekutieli, valid under any dependence).
+        confidence: level of the pairs' confidence intervals.
         train_pos: (r,) train positions to consider (default: all n); outputs still name
             global train positions.
         dense_path: write the full (r, t) float32 matrix to this ``.npy`` file and return it
@@ -155,8 +211,8 @@ def influence(
 
     Returns:
         An :class:`InfluenceResult`. Train examples that were in every subset or in none have
-        no estimate: they are left out of ``top_k`` and ``pairs``, are NaN in ``dense``, and
-        one :class:`UndefinedEstimateWarning` says how many there were.
+        no estimate: they are left out of ``top_k`` and ``pairs`` (and of the family), are
+        NaN in ``dense``, and one :class:`UndefinedEstimateWarning` says how many there were.
     """
     masks = as_matrix(masks, "masks")
     correct_test = as_matrix(correct_test, "correct_test")
@@ -166,14 +222,21 @@ def influence(
     rows = _check_train_index(train_pos, n_train)
     top_k = _check_top_k(top_k, n_train)
     threshold = _check_threshold(threshold)
+    if fdr is not None:
+        fdr = check_scalar(fdr, "fdr", float, min_val=0, max_val=1, inclusive=False)
     chunk_size = check_chunk_size(chunk_size)
-    if top_k is None and threshold is None and dense_path is None:
-        raise DataError("influence needs at least one of top_k, threshold or dense_path")
+    if top_k is None and threshold is None and fdr is None and dense_path is None:
+        raise DataError("influence needs at least one of top_k, threshold, fdr or dense_path")
     device = check_device("cpu" if device is None else device)
     check_binary(masks, "masks", max(1, 2**24 // n_models))
     correct = as_bool(np.asarray(correct_test), "correct_test")
+    test_hits = correct.sum(axis=0, dtype=np.int64)
+    finder = None if fdr is None else InfluenceFDR(n_models, test_hits, q=fdr, method=method)
 
     n_rows = len(rows)
+    # Rows in order of k_in make the FDR's per-k_in tables apply to whole column blocks.
+    scan = np.arange(n_rows) if finder is None else _by_subset_count(masks, rows)
+    contiguous = train_pos is None and finder is None
     chunk_influence = _ChunkInfluence(correct, min(chunk_size, n_rows), device)
     dense = None
     if dense_path is not None:
@@ -184,54 +247,82 @@ def influence(
     pair_chunks: list[_Entries] = []
     n_undefined = 0
 
-    for positions in tqdm(
-        column_chunks(n_rows, chunk_size),
-        total=-(-n_rows // chunk_size),
-        desc="influence",
-        unit="chunk",
-        disable=not progress,
-    ):
-        chunk_rows = rows[positions]
-        block = masks[:, positions] if train_pos is None else masks[:, chunk_rows]
-        in_subset = as_bool(block, "masks")  # (K, c)
-        k_in = in_subset.view(np.uint8).sum(axis=0, dtype=np.int64)
-        defined = (k_in > 0) & (k_in < n_models)
-        if not defined.all():
-            n_undefined += int(np.count_nonzero(~defined))
-            if dense is not None:
-                dense[positions.start + np.flatnonzero(~defined)] = np.nan
-            in_subset, chunk_rows, k_in = in_subset[:, defined], chunk_rows[defined], k_in[defined]
-            if not len(chunk_rows):
+    for scan_pass in finder.passes() if finder is not None else [0]:
+        for chunk in tqdm(
+            column_chunks(n_rows, chunk_size),
+            total=-(-n_rows // chunk_size),
+            desc="influence" if not scan_pass else f"influence, FDR pass {scan_pass + 1}",
+            unit="chunk",
+            disable=not progress,
+        ):
+            positions = scan[chunk]  # positions into rows
+            chunk_rows = rows[positions]
+            block = masks[:, chunk] if contiguous else masks[:, chunk_rows]
+            in_subset = as_bool(block, "masks")  # (K, c)
+            k_in = in_subset.view(np.uint8).sum(axis=0, dtype=np.int64)
+            defined = (k_in > 0) & (k_in < n_models)
+            if not defined.all():
+                if not scan_pass:
+                    n_undefined += int(np.count_nonzero(~defined))
+                if dense is not None:
+                    dense[positions[~defined]] = np.nan
+                in_subset, chunk_rows, k_in = (
+                    in_subset[:, defined],
+                    chunk_rows[defined],
+                    k_in[defined],
+                )
+                if not len(chunk_rows):
+                    continue
+
+            # Both (t, c): test examples along rows, this chunk's train examples along columns.
+            in_count, infl = chunk_influence(in_subset, k_in)
+            if finder is not None:
+                finder.observe(in_count, k_in, chunk_rows)
+            if scan_pass:
                 continue
-
-        # Both (t, c): test examples along rows, this chunk's train examples along columns.
-        in_count, infl = chunk_influence(in_subset, k_in)
-
-        if dense is not None:
-            dense[positions.start + np.flatnonzero(defined)] = infl.cpu().numpy().T
-        if running_top_k is not None:
-            tests, columns = _top_candidates(infl, top_k, chunk_rows)
-            running_top_k.add(_Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in))
-        if threshold is not None:
-            tests, columns = _at_least(infl, threshold)
-            pair_chunks.append(_Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in))
+            if dense is not None:
+                dense[positions[defined]] = infl.cpu().numpy().T
+            if running_top_k is not None:
+                tests, columns = _top_candidates(infl, top_k, chunk_rows)
+                running_top_k.add(_Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in))
+            if threshold is not None and finder is None:
+                tests, columns = _at_least(infl, threshold)
+                pair_chunks.append(
+                    _Entries.gather(infl, in_count, tests, columns, chunk_rows, k_in)
+                )
 
     if dense is not None:
         dense.flush()
     warn_undefined(n_undefined, n_rows, "influence")
-    test_hits = correct.sum(axis=0, dtype=np.int64)
+    pairs, n_tests, cutoff = None, None, float("nan")
+    if finder is not None:
+        found = finder.result()
+        entries = _Entries.from_discoveries(found)
+        if threshold is not None:
+            entries = entries.take(np.flatnonzero(entries.value >= threshold))
+        pairs = _pairs(entries, n_models, test_hits, confidence)
+        n_tests, cutoff = found.n_tests, found.cutoff
+    elif threshold is not None:
+        pairs = _pairs(_Entries.concat(pair_chunks), n_models, test_hits, confidence)
     return InfluenceResult(
         train_pos=rows,
         top_k=(
             running_top_k.result(n_test, n_models, test_hits) if running_top_k is not None else None
         ),
-        pairs=(
-            _pairs(_Entries.concat(pair_chunks), n_models, test_hits)
-            if threshold is not None
-            else None
-        ),
+        pairs=pairs,
         dense=dense,
+        n_tests=n_tests,
+        cutoff=cutoff,
     )
+
+
+def _by_subset_count(masks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Positions into ``rows`` ordered by k_in, the number of models each row was in."""
+    k_in = np.empty(len(rows), dtype=np.int64)
+    step = max(1, 2**24 // masks.shape[0])
+    for chunk in column_chunks(len(rows), step):
+        k_in[chunk] = as_bool(masks[:, rows[chunk]], "masks").view(np.uint8).sum(axis=0)
+    return np.argsort(k_in, kind="stable")
 
 
 # --- argument checks ------------------------------------------------------------------------
@@ -394,6 +485,8 @@ class _Entries:
     value: np.ndarray  # (p,) float32 influence
     in_count: np.ndarray  # (p,) int64 models with train in the subset and test correct
     k_in: np.ndarray  # (p,) int64 models with train in the subset
+    q: np.ndarray | None = None  # (p,) float64 BH q-values, when they came from the FDR
+    p: np.ndarray | None = None  # (p,) float64 p-values, likewise
 
     @classmethod
     def gather(
@@ -416,25 +509,45 @@ class _Entries:
         )
 
     @classmethod
+    def from_discoveries(cls, found: PairDiscoveries) -> _Entries:
+        """The findings of :class:`InfluenceFDR`, with their exact p- and q-values."""
+        return cls(
+            train=found.train.astype(np.int64),
+            test=found.test.astype(np.int64),
+            value=found.infl.astype(np.float32),
+            in_count=found.hits_in,
+            k_in=found.k_in,
+            q=found.q,
+            p=found.p,
+        )
+
+    @classmethod
     def concat(cls, parts: list[_Entries]) -> _Entries:
         if not parts:
             empty = np.empty(0, dtype=np.int64)
             return cls(empty, empty, np.empty(0, dtype=np.float32), empty, empty)
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if getattr(parts[0], f.name) is not None]
         return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in names})
 
     def take(self, index: np.ndarray) -> _Entries:
-        return _Entries(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return _Entries(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                for f in fields(self)
+            }
+        )
 
     def order(self) -> np.ndarray:
         """Permutation sorting by test, then value descending, then train index."""
         return np.lexsort((~_sort_keys(self.value, self.train), self.test))
 
+    def counts(self, n_models: int, test_hits: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``(hits_in, k_in, hits_out, k_out)`` of every entry."""
+        return self.in_count, self.k_in, test_hits[self.test] - self.in_count, n_models - self.k_in
+
     def standard_error(self, n_models: int, test_hits: np.ndarray) -> np.ndarray:
-        k_out = n_models - self.k_in
-        p_in = self.in_count / self.k_in
-        p_out = (test_hits[self.test] - self.in_count) / k_out
-        return standard_error(p_in, self.k_in, p_out, k_out).astype(np.float32)
+        hits_in, k_in, hits_out, k_out = self.counts(n_models, test_hits)
+        return standard_error(hits_in / k_in, k_in, hits_out / k_out, k_out).astype(np.float32)
 
 
 def _rank_within_test(test_sorted: np.ndarray) -> np.ndarray:
@@ -484,11 +597,17 @@ class _RunningTopK:
         return TopK(train_pos=index, value=value, se=se)
 
 
-def _pairs(entries: _Entries, n_models: int, test_hits: np.ndarray) -> Pairs:
+def _pairs(entries: _Entries, n_models: int, test_hits: np.ndarray, confidence: float) -> Pairs:
     entries = entries.take(entries.order())
+    counts = entries.counts(n_models, test_hits)
+    low, high = difference_interval(*counts, confidence=confidence)
     return Pairs(
         train_pos=entries.train,
         test_pos=entries.test,
         infl=entries.value,
         se=entries.standard_error(n_models, test_hits),
+        p=fisher_pvalues(*counts) if entries.p is None else entries.p,
+        q=np.full(len(entries.train), np.nan) if entries.q is None else entries.q,
+        low=low,
+        high=high,
     )

@@ -3,6 +3,8 @@
 - :mod:`~tailscope.experiments.distribution`: histogram and tail fractions of memorization.
 - :mod:`~tailscope.experiments.pairs`: the summary row of the high-influence pairs and their
   noise floor.
+- :mod:`~tailscope.experiments.findings`: findings under FDR control beside the plain and
+  mirrored threshold counts, and the K an effect of the threshold's size needs.
 - :mod:`~tailscope.experiments.removal`: retraining without memorized examples (marginal
   utility) and without the influencers, through the run's executor.
 - :mod:`~tailscope.experiments.agreement`: agreement between two runs, or two halves of one.
@@ -23,6 +25,7 @@ from tailscope.experiments.distribution import (
     extremes,
     memorization_distribution,
 )
+from tailscope.experiments.findings import Findings, FindingsRow, findings
 from tailscope.experiments.pairs import mirror_pair_count, pair_summary
 from tailscope.experiments.released import load_released_pairs, released_test_size
 from tailscope.experiments.removal import (
@@ -35,6 +38,8 @@ from tailscope.experiments.removal import (
 )
 
 __all__ = [
+    "Findings",
+    "FindingsRow",
     "InfluencerRemoval",
     "MarginalUtility",
     "MemorizationDistribution",
@@ -43,6 +48,7 @@ __all__ = [
     "analyze",
     "compare_runs",
     "extremes",
+    "findings",
     "interval",
     "jaccard",
     "load_released_pairs",

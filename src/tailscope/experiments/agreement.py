@@ -10,7 +10,10 @@ estimate related ones. For estimates ``a`` and ``b`` of memorization this report
 - the mean absolute difference ``mean |a_i - b_i|`` beside its value expected from the
   standard errors alone, ``mean_i sqrt(2/pi) sqrt(se_a_i^2 + se_b_i^2)`` (the mean of
   ``|N(0, se_a^2 + se_b^2)|``): when both estimate the same truth they match; a larger
-  observed value means the two disagree beyond noise.
+  observed value means the two disagree beyond noise;
+- replication: the share of ``a``'s findings (FDR-controlled memorization and pairs) that
+  ``b`` confirms on its own models (same sign, one-sided exact p < 0.05). Findings are
+  claims; this is how often an independent run backs them.
 """
 
 from __future__ import annotations
@@ -77,13 +80,23 @@ def memorization_agreement(
 
 
 def agreement(
-    a: Estimates, b: Estimates, *, infl: float = 0.15, mem: float = 0.25
+    a: Estimates,
+    b: Estimates,
+    *,
+    infl: float = 0.15,
+    mem: float = 0.25,
+    fdr: float | None = 0.1,
+    alpha: float = 0.05,
 ) -> dict[str, float]:
     """Agreement of two runs' estimates on the same dataset (see the module docstring).
 
     Both must name the same train examples with the same labels, and the same test examples.
     Returns :func:`memorization_agreement`'s numbers plus ``pairs_a``, ``pairs_b`` and
-    ``jaccard_pairs`` of the high-influence pairs (``infl``, ``mem``, same label).
+    ``jaccard_pairs`` of the high-influence pairs (``infl``, ``mem``, same label; findings at
+    ``fdr``, or the plain rule with ``fdr=None``), and the replication of ``a``'s findings in
+    ``b``: ``mem_findings_a`` (``mem_q <= fdr``, ``mem >= mem``) and ``mem_replicated``, the
+    share of them ``b`` confirms (same sign, one-sided exact p < ``alpha``);
+    ``pairs_replicated`` likewise for the pairs (NaN where ``a`` has none).
     """
     for what in ("train_index", "y_train", "test_index", "y_test"):
         x, y = getattr(a, what), getattr(b, what)
@@ -92,11 +105,20 @@ def agreement(
     row = memorization_agreement(
         a.memorization, a.memorization_se, b.memorization, b.memorization_se, mem=mem
     )
-    pairs_a = a.high_influence_pairs(infl=infl, mem=mem)
-    pairs_b = b.high_influence_pairs(infl=infl, mem=mem)
+    pairs_a = a.high_influence_pairs(infl=infl, mem=mem, fdr=fdr)
+    pairs_b = b.high_influence_pairs(infl=infl, mem=mem, fdr=fdr)
     row["models_a"], row["models_b"] = a.n_models, b.n_models
     row["pairs_a"], row["pairs_b"] = len(pairs_a), len(pairs_b)
     row["jaccard_pairs"] = jaccard(_pair_keys(pairs_a), _pair_keys(pairs_b))
+    if fdr is not None:
+        found = np.flatnonzero(a.memorization_result.findings(fdr, at_least=mem))
+        result_b = b.memorization_result
+        confirmed = (result_b.value[found] > 0) & (result_b.p[found] < alpha)
+        row["mem_findings_a"] = len(found)
+        row["mem_replicated"] = float(confirmed.mean()) if len(found) else float("nan")
+        infl_b, p_b = b.pair_statistics(pairs_a["train_pos"], pairs_a["test_pos"])
+        confirmed = (infl_b > 0) & (p_b < alpha)
+        row["pairs_replicated"] = float(confirmed.mean()) if len(pairs_a) else float("nan")
     return row
 
 
@@ -107,25 +129,16 @@ def split_half(estimates: Estimates, random_state: int | None = 0) -> tuple[Esti
         raise DataError(f"split-half needs at least 4 models, got {estimates.n_models}")
     order = np.random.default_rng(random_state).permutation(estimates.n_models)
     halves = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
-    return tuple(
-        Estimates(
-            np.asarray(estimates.masks[h]),
-            np.asarray(estimates.correct_train[h]),
-            np.asarray(estimates.correct_test[h]),
-            estimates.y_train,
-            estimates.y_test,
-            estimates.train_index,
-            estimates.test_index,
-        )
-        for h in halves
-    )
+    return tuple(estimates.select(h) for h in halves)
 
 
-def compare_runs(run, other, *, infl: float = 0.15, mem: float = 0.25) -> dict[str, float]:
+def compare_runs(
+    run, other, *, infl: float = 0.15, mem: float = 0.25, fdr: float | None = 0.1
+) -> dict[str, float]:
     """:func:`agreement` of two :class:`tailscope.Run` objects, saved into ``run`` (result
     ``agreement``: one entry per other run, replaced when compared again)."""
-    row = agreement(run.estimate(), other.estimate(), infl=infl, mem=mem)
-    row = {"other": str(other.path), "infl": infl, "mem": mem} | row
+    row = agreement(run.estimate(), other.estimate(), infl=infl, mem=mem, fdr=fdr)
+    row = {"other": str(other.path), "infl": infl, "mem": mem, "fdr": fdr} | row
     saved = run.store.load_result("agreement") or {}
     kept = [c for c in saved.get("comparisons", []) if c.get("other") != row["other"]]
     run.store.save_result("agreement", {"comparisons": [*kept, row]})

@@ -24,6 +24,7 @@ from tailscope.experiments.distribution import (
     extremes,
     memorization_distribution,
 )
+from tailscope.experiments.findings import Findings, findings
 from tailscope.experiments.pairs import mirror_pair_count, pair_summary
 from tailscope.experiments.released import load_released_pairs, released_test_size
 from tailscope.experiments.removal import InfluencerRemoval, MarginalUtility
@@ -42,13 +43,16 @@ class RunAnalysis:
     Attributes:
         run: the run analysed; estimates: its :class:`Estimates` (analysis ratio).
         class_names: one name per class.
-        infl, mem: the pair thresholds.
+        infl, mem: the pair thresholds; fdr: the FDR level of findings (None: the paper's
+            plain rule).
         overview: set-up and noise level (K, ratio(s), precision, accuracy, SEs, ...).
         distribution: the memorization distribution; most, least: positions of the most
             and least memorized train examples.
-        pairs: the high-influence pairs (:meth:`Estimates.high_influence_pairs`);
-            pair_summary: the paper's summary row of them; mirror_pairs: the pairs that
-            pass with the sign of the influence flipped (the noise floor).
+        pairs: the high-influence pairs (:meth:`Estimates.high_influence_pairs`: findings at
+            ``fdr``); pair_summary: the paper's summary row of them; mirror_pairs: the pairs
+            that pass the plain rule with the sign of the influence flipped (the noise floor).
+        findings: findings beside the plain and mirrored counts and the K an effect needs,
+            for memorization and pairs (None with ``fdr=None``).
         split_half: agreement of two random halves of the models (None below 4 models);
             halves_mem: the two halves' memorization, for a scatter plot.
         comparisons: saved ``tailscope compare`` rows.
@@ -61,6 +65,7 @@ class RunAnalysis:
     class_names: list[str]
     infl: float
     mem: float
+    fdr: float | None
     overview: dict[str, object]
     distribution: MemorizationDistribution
     most: np.ndarray
@@ -68,6 +73,7 @@ class RunAnalysis:
     pairs: pd.DataFrame
     pair_summary: dict[str, float]
     mirror_pairs: int
+    findings: Findings | None
     split_half: dict[str, float] | None
     halves_mem: tuple[np.ndarray, np.ndarray] | None
     comparisons: list[dict] = field(default_factory=list)
@@ -86,6 +92,7 @@ def analyze(
     *,
     infl: float = 0.15,
     mem: float = 0.25,
+    fdr: float | None = 0.1,
     released: Sequence[str | os.PathLike] = (),
     gallery_size: int = 24,
     split_half_seed: int = 0,
@@ -106,7 +113,14 @@ def analyze(
         thresholds=thresholds,
     )
     most, least = extremes(est.memorization, gallery_size)
-    pairs = est.high_influence_pairs(infl=infl, mem=mem)
+    found = None
+    if fdr is not None:
+        ratio = spec.analysis_ratio or spec.ratios[0]
+        found = findings(est, infl=infl, mem=mem, fdr=fdr, ratio=ratio)
+        pairs, mirror = found.pair_table, found.pairs.mirror
+    else:
+        pairs = est.high_influence_pairs(infl=infl, mem=mem, fdr=None)
+        mirror = mirror_pair_count(est, infl=infl, mem=mem) if len(pairs) else 0
     halves = split_half(est, random_state=split_half_seed) if est.n_models >= 4 else None
     saved_mu = run.store.load_result("marginal_utility")
     saved_influencers = run.store.load_result("remove_influencers")
@@ -116,14 +130,16 @@ def analyze(
         class_names=class_names,
         infl=infl,
         mem=mem,
+        fdr=fdr,
         overview=_overview(run, est),
         distribution=distribution,
         most=most,
         least=least,
         pairs=pairs,
         pair_summary=pair_summary(pairs["train_pos"], pairs["test_pos"], len(est.y_test)),
-        mirror_pairs=mirror_pair_count(est, infl=infl, mem=mem) if len(pairs) else 0,
-        split_half=None if halves is None else agreement(*halves, infl=infl, mem=mem),
+        mirror_pairs=mirror,
+        findings=found,
+        split_half=None if halves is None else agreement(*halves, infl=infl, mem=mem, fdr=fdr),
         halves_mem=None if halves is None else tuple(h.memorization for h in halves),
         comparisons=(run.store.load_result("agreement") or {}).get("comparisons", []),
         marginal_utility=None if saved_mu is None else MarginalUtility.from_dict(saved_mu),

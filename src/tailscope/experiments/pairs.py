@@ -63,4 +63,4 @@ def mirror_pair_count(
 ) -> int:
     """Pairs with ``infl(i, j) <= -infl``, ``mem(i) >= mem`` (and the same label): the number
     of noise pairs to expect among those :meth:`Estimates.high_influence_pairs` selects."""
-    return len(estimates.high_influence_pairs(infl, mem, same_label, mirrored=True))
+    return len(estimates.high_influence_pairs(infl, mem, same_label, fdr=None, mirrored=True))

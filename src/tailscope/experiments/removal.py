@@ -344,6 +344,7 @@ def remove_influencers(
     *,
     infl: float = 0.15,
     mem: float = 0.25,
+    fdr: float | None = 0.1,
     pairs: pd.DataFrame | None = None,
     n_repeats: int = 3,
     random_state: int | None = 0,
@@ -357,8 +358,9 @@ def remove_influencers(
 
     Args:
         run: the run; its recipe, precision and models per step train the models.
-        infl, mem: select the run's high-influence pairs
-            (:meth:`~tailscope.estimate.Estimates.high_influence_pairs`).
+        infl, mem, fdr: select the run's high-influence pairs
+            (:meth:`~tailscope.estimate.Estimates.high_influence_pairs`: findings at ``fdr``,
+            or the paper's plain rule with ``fdr=None``).
         pairs: instead, the pairs to remove, with columns ``train_pos`` and ``test_pos``.
         n_repeats: R, models per condition (>= 2 for confidence intervals).
         random_state: seeds the models and the random removal.
@@ -370,12 +372,13 @@ def remove_influencers(
     n_models_estimated = None
     if pairs is None:
         est = run.estimate()
-        pairs = est.high_influence_pairs(infl=infl, mem=mem)
+        pairs = est.high_influence_pairs(infl=infl, mem=mem, fdr=fdr)
         n_models_estimated = est.n_models
         if not len(pairs):
+            rule = "the plain rule" if fdr is None else f"FDR {fdr}"
             raise DataError(
-                f"{run.path} has no high-influence pairs at infl >= {infl}, mem >= {mem}: "
-                "nothing to remove"
+                f"{run.path} has no high-influence pairs at infl >= {infl}, mem >= {mem} "
+                f"({rule}): nothing to remove"
             )
     n_train, n_test = run.spec.dataset.n_train, run.spec.dataset.n_test
     influencers = np.unique(check_positions(np.asarray(pairs["train_pos"]), n_train, "train_pos"))
@@ -416,7 +419,7 @@ def remove_influencers(
         random_state=random_state,
     )
     if run.store.writable:
-        record = result.to_dict() | {"infl": infl, "mem": mem}
+        record = result.to_dict() | {"infl": infl, "mem": mem, "fdr": fdr}
         run.store.save_result(
             "remove_influencers", record | {"n_models_estimated": n_models_estimated}
         )

@@ -70,6 +70,7 @@ def render_report(
     *,
     infl: float = 0.15,
     mem: float = 0.25,
+    fdr: float | None = 0.1,
     released: Sequence[str | os.PathLike] = (),
     gallery_size: int = 24,
     max_pair_rows: int = 200,
@@ -80,6 +81,7 @@ def render_report(
     Args:
         run: the run; its finished models are analysed (:func:`tailscope.experiments.analyze`).
         infl, mem: the pair selection thresholds (the paper's 0.15 and 0.25).
+        fdr: findings at this false discovery rate; None: the paper's plain rule.
         released: paths of released pair files to show beside the run.
         gallery_size: examples (and pairs) per gallery.
         max_pair_rows: rows of the pair table.
@@ -89,6 +91,7 @@ def render_report(
         run,
         infl=infl,
         mem=mem,
+        fdr=fdr,
         released=released,
         gallery_size=gallery_size,
         split_half_seed=split_half_seed,
@@ -245,6 +248,7 @@ def _distribution_section(analysis: RunAnalysis, images) -> tuple[str, str, str]
         "correctly than the models that did not.</p>"
         + _plot(plots.memorization_histogram(dist), "histogram of memorization")
         + _table(head, rows, text_columns=(0,))
+        + _findings_table(analysis, "memorization")
         + _plot(plots.class_histograms(dist, class_names), "memorization per class")
     )
     if dist.n_undefined:
@@ -284,32 +288,86 @@ def _example_gallery(est: Estimates, positions: np.ndarray, class_names, images)
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
+def _findings_table(analysis: RunAnalysis, table: str) -> str:
+    """Findings at the run's FDR beside the plain and mirrored threshold counts and the
+    models an effect of the threshold's size needs (nothing with ``fdr=None``)."""
+    found = analysis.findings
+    if found is None:
+        return ""
+    row = getattr(found, table)
+    effect = found.mem if table == "memorization" else found.infl
+    what = (
+        f"mem &ge; {found.mem:g}"
+        if table == "memorization"
+        else f"infl &ge; {found.infl:g}, mem &ge; {found.mem:g}, same label"
+    )
+    needed = "more than 10<sup>6</sup>" if row.models_needed is None else f"{row.models_needed:,}"
+    cells = [
+        _num(row.findings),
+        _num(row.threshold),
+        _num(row.mirror),
+        f"{row.n_tests:,}",
+        f"{row.cutoff:.2g}",
+        _num(row.base_rate, 2),
+        needed,
+    ]
+    head = [
+        f"findings (q &le; {found.fdr:g})",
+        "plain threshold",
+        "mirrored threshold",
+        "tests",
+        "per-test cutoff",
+        "base rate",
+        f"models for 80% power at {effect:g}",
+    ]
+    return (
+        f"<p><b>Findings</b> ({what}): Benjamini-Hochberg at FDR {found.fdr:g} over every "
+        "defined test, one-sided exact tests, beside what the paper's plain threshold selects "
+        "and what it selects with the sign flipped (its noise floor). The last column is the "
+        f"number of models at which an effect of {effect:g} would be found with 80% power at "
+        "this run's per-test cutoff (at FDR/tests where nothing passed), at the median base "
+        "rate of the examples where an effect that size is possible.</p>"
+        + "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + "</tr></thead><tbody><tr>"
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + "</tr></tbody></table>"
+    )
+
+
 def _pairs_section(
     analysis: RunAnalysis, images, gallery_size: int, max_rows: int
 ) -> tuple[str, str, str]:
     pairs, class_names = analysis.pairs, analysis.class_names
     infl, mem, mirror = analysis.infl, analysis.mem, analysis.mirror_pairs
+    selection = (
+        f"findings at FDR {analysis.fdr:g} (q &le; {analysis.fdr:g}, the influence and the "
+        "memorization both declared positive)"
+        if analysis.fdr is not None
+        else "the paper's plain rule"
+    )
     content = (
         f"<p>Pairs (train i, test j) with infl(i, j) &ge; {infl:g}, mem(i) &ge; {mem:g} and the "
         "same label: the test example is classified correctly far more often by the models "
-        "that trained on i.</p>" + _summary_table([("this run", analysis.pair_summary)])
+        f"that trained on i. Shown: {selection}.</p>"
+        + _findings_table(analysis, "pairs")
+        + _summary_table([("this run", analysis.pair_summary)])
     )
     if not len(pairs):
-        return "pairs", "High-influence pairs", content + "<p>No pair passes the thresholds.</p>"
-    content += (
-        f"<p>Noise floor: {mirror:,} pairs pass the same selection with the sign of the "
-        f"influence flipped (infl &le; &minus;{infl:g}). Estimation noise is symmetric and true "
-        f"influence that negative is rare, so at least about {min(mirror, len(pairs)):,} of "
-        f"the {len(pairs):,} selected pairs are expected to be noise (more when the models' "
-        "accuracies vary much: selecting on mem then favours rows whose influence noise is "
-        "positive too). The split-half Jaccard of the pairs below is the direct check.</p>"
-    )
-    median_se = float(pairs["infl_se"].median())
-    if median_se > NOISY_SE:
-        content += _note(
-            f"The median standard error of these influence estimates is {median_se:.3f}; "
-            f"a pair within about {2 * median_se:.2f} of the threshold may be noise."
+        return "pairs", "High-influence pairs", content + "<p>No pair passes the selection.</p>"
+    if analysis.fdr is None:
+        content += (
+            f"<p>Noise floor: {mirror:,} pairs pass the same selection with the sign of the "
+            f"influence flipped (infl &le; &minus;{infl:g}), so at least about "
+            f"{min(mirror, len(pairs)):,} of the {len(pairs):,} selected pairs are expected to "
+            "be noise.</p>"
         )
+        median_se = float(pairs["infl_se"].median())
+        if median_se > NOISY_SE:
+            content += _note(
+                f"The median standard error of these influence estimates is {median_se:.3f}; "
+                f"a pair within about {2 * median_se:.2f} of the threshold may be noise."
+            )
     content += _plot(plots.pair_histograms(pairs["infl"], pairs["mem"]), "pair histograms")
     top = pairs.head(gallery_size)
     if not isinstance(images, str):
@@ -317,8 +375,8 @@ def _pairs_section(
             f'<figure class="pair"><div>{images.train(int(r.train_index))}'
             f"{images.test(int(r.test_index))}</div><figcaption>train "
             f"#{int(r.train_index)} &rarr; test #{int(r.test_index)} "
-            f"({_e(class_names[int(r.label)])})<br>infl {r.infl:.2f} &plusmn; {r.infl_se:.2f}, "
-            f"mem {r.mem:.2f}</figcaption></figure>"
+            f"({_e(class_names[int(r.label)])})<br>infl {r.infl:.2f} "
+            f"[{r.infl_low:.2f}, {r.infl_high:.2f}], mem {r.mem:.2f}</figcaption></figure>"
             for r in top.itertuples(index=False)
         ]
         content += "<h3>Strongest pairs (train left, test right)</h3>"
@@ -331,9 +389,11 @@ def _pairs_section(
             str(int(r.test_index)),
             _e(class_names[int(r.label)]),
             _num(r.infl),
-            _num(r.infl_se),
+            f"[{r.infl_low:.2f}, {r.infl_high:.2f}]",
+            f"{r.p:.2g}",
+            "&ndash;" if np.isnan(r.q) else f"{r.q:.2g}",
             _num(r.mem),
-            _num(r.mem_se),
+            "&ndash;" if np.isnan(r.mem_q) else f"{r.mem_q:.2g}",
         ]
         for r in pairs.head(max_rows).itertuples(index=False)
     ]
@@ -342,7 +402,9 @@ def _pairs_section(
         "pairs)</summary>"
     )
     content += _table(
-        ["train", "test", "label", "infl", "infl se", "mem", "mem se"], rows, text_columns=(2,)
+        ["train", "test", "label", "infl", "95% CI", "p", "q", "mem", "mem q"],
+        rows,
+        text_columns=(2,),
     )
     return "pairs", "High-influence pairs", content
 
@@ -407,6 +469,8 @@ def _agreement_table(named: Sequence[tuple[str, dict]]) -> str:
         "Jaccard pairs",
         "mean |diff| mem",
         "expected from SEs",
+        "mem findings of A replicated in B",
+        "pair findings of A replicated in B",
     ]
     rows = [
         [
@@ -419,10 +483,20 @@ def _agreement_table(named: Sequence[tuple[str, dict]]) -> str:
             _num(r["jaccard_pairs"]),
             f"{r['mean_abs_diff']:.4f} &plusmn; {r['mean_abs_diff_se']:.4f}",
             _num(r["expected_mean_abs_diff"], 4),
+            _replicated(r, "mem_replicated", r.get("mem_findings_a")),
+            _replicated(r, "pairs_replicated", r.get("pairs_a")),
         ]
         for name, r in named
     ]
     return _table(head, rows, text_columns=(0,))
+
+
+def _replicated(row: dict, key: str, found: int | None) -> str:
+    """``share of found`` or a dash (no findings, or a comparison of the plain rule)."""
+    share = row.get(key)
+    if share is None or found is None or np.isnan(share):
+        return "&ndash;"
+    return f"{_pct(share, 0)} of {found:,}"
 
 
 def _marginal_utility_section(analysis: RunAnalysis) -> tuple[str, str, str]:
