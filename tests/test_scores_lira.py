@@ -152,6 +152,54 @@ def test_leave_one_model_out_equals_refitting_without_the_target(variant):
     assert np.isfinite(scores[:, 3]).all()
 
 
+def ratio_confounded(rng, per_ratio, n, effect=0.0):
+    """A multi-ratio pool where phi rises with the model's ratio (by 2 per 0.4) and, by
+    ``effect``, with membership: pooling ratios confounds the two."""
+    ratios = np.repeat([0.2, 0.5, 0.8], per_ratio)
+    masks = rng.random((len(ratios), n)) < ratios[:, None]
+    phi = 5 * ratios[:, None] + effect * masks + rng.standard_normal(masks.shape)
+    return masks, phi, ratios
+
+
+def test_mixed_ratio_shadows_confound_and_one_ratio_does_not():
+    """No membership effect at all, but phi rises with the ratio: shadows of all ratios see
+    members everywhere (in-models are mostly high-ratio models); the models of one ratio
+    see chance; so does the ratio-stratified vulnerability."""
+    rng = np.random.default_rng(12)
+    masks, phi, ratios = ratio_confounded(rng, 40, 1000)
+    mixed = lira_evaluation(masks, phi, variants=["online"], fprs=(0.01,)).roc["online"]
+    half = ratios == 0.5
+    one = lira_evaluation(masks[half], phi[half], variants=["online"], fprs=(0.01,))
+    one = one.roc["online"]
+    assert mixed.auc > 0.6
+    assert abs(one.auc - 0.5) < 4 * one.auc_se
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        vuln_mixed, _ = vulnerability(masks, phi)
+        vuln, se = vulnerability(masks, phi, ratios)
+    assert np.nanmean(vuln_mixed) > 0.65
+    z = (vuln - 0.5) / se
+    assert abs(np.nanmean(z)) < 4 / np.sqrt(np.isfinite(z).sum())
+    assert 0.92 < np.nanmean(np.abs(z) < 1.96) < 0.98
+
+
+def test_vulnerability_with_ratios_counts_within_ratio_pairs():
+    rng = np.random.default_rng(13)
+    masks, phi, ratios = ratio_confounded(rng, 5, 12, effect=0.5)
+    phi = np.round(phi)  # ties
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedEstimateWarning)
+        vuln, _ = vulnerability(masks, phi, ratios, chunk_size=5)
+    for i in range(12):
+        wins = pairs = 0.0
+        for r in np.unique(ratios):
+            rows = ratios == r
+            a, b = phi[rows & masks[:, i], i], phi[rows & ~masks[:, i], i]
+            wins += (a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()
+            pairs += len(a) * len(b)
+        np.testing.assert_allclose(vuln[i], wins / pairs if pairs else np.nan)
+
+
 def test_evaluation_pools_the_leave_one_out_scores():
     rng = np.random.default_rng(3)
     masks, phi, _ = planted(rng, 16, 300)

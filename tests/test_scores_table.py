@@ -59,10 +59,14 @@ def quiet(fn, *args, **kwargs):
 
 def test_every_score_from_a_full_multi_ratio_pool(pool):
     pytest.importorskip("cleanlab")
-    train, test, skipped, lira = quiet(
+    train, test, skipped, lira, notes = quiet(
         compute_scores, **pool, train_index=np.arange(N) + 100, lira_options={"fprs": (0.01,)}
     )
     assert skipped == []
+    assert notes == [
+        "lira: evaluated on the 12 models of ratio 0.5 (targets numbered among them); "
+        "shadows of mixed ratios would confound membership with the ratio"
+    ]
     ratio_columns = [f"heldout_acc{se}_r{r}" for r in ("0.3", "0.5", "0.7") for se in ("", "_se")]
     assert list(train.columns) == [
         "index",
@@ -107,11 +111,19 @@ def test_every_score_from_a_full_multi_ratio_pool(pool):
     np.testing.assert_array_equal(
         test["cscore_se"], cscore(pool["correct_test"], pool["ratios"])[1]
     )
-    expected = lira_evaluation(pool["masks"], pool["phi_train"], fprs=(0.01,))
+    # In a multi-ratio run, LiRA runs on the models of ratio 0.5 (rows 12..23) and
+    # vulnerability compares in and out models of the same ratio only.
+    half = slice(12, 24)
+    expected = lira_evaluation(pool["masks"][half], pool["phi_train"][half], fprs=(0.01,))
     np.testing.assert_array_equal(train["lira_fixed"], expected.example_tpr["online_fixed"])
     assert lira.roc["online"].auc == expected.roc["online"].auc
+    assert (
+        lira.roc["online"].auc
+        != lira_evaluation(pool["masks"], pool["phi_train"]).roc["online"].auc
+    )
     np.testing.assert_array_equal(
-        train["vulnerability"], quiet(vulnerability, pool["masks"], pool["phi_train"])[0]
+        train["vulnerability"],
+        quiet(vulnerability, pool["masks"], pool["phi_train"], pool["ratios"])[0],
     )
     labels = label_issues(pool["oos_prob_test"], pool["y_test"])
     np.testing.assert_array_equal(test["label_quality"], labels.label_quality)
@@ -120,14 +132,14 @@ def test_every_score_from_a_full_multi_ratio_pool(pool):
 
 
 def test_missing_inputs_are_skipped_with_one_line_reasons(pool):
-    train, test, skipped, lira = compute_scores(
+    train, test, skipped, lira, notes = compute_scores(
         pool["y_train"],
         pool["y_test"],
         masks=pool["masks"],
         correct_train=pool["correct_train"],
         source="this run's store (format 1)",
     )
-    assert lira is None
+    assert lira is None and notes == []
     assert list(train.columns) == ["index", "label", "heldout_acc", "heldout_acc_se"]
     assert list(test.columns) == ["index", "label"]
     assert all("\n" not in reason for reason in skipped)
@@ -144,7 +156,7 @@ def test_missing_inputs_are_skipped_with_one_line_reasons(pool):
 
 def test_single_ratio_run_has_no_cscore_and_says_so(pool):
     ratios = np.full(K, 0.7)
-    train, _, skipped, _ = compute_scores(
+    train, _, skipped, _, _ = compute_scores(
         pool["y_train"], masks=pool["masks"], ratios=ratios, correct_train=pool["correct_train"]
     )
     assert "cscore" not in train and "heldout_acc_r0.7" not in train
@@ -153,7 +165,7 @@ def test_single_ratio_run_has_no_cscore_and_says_so(pool):
 
 def test_missing_cleanlab_skips_label_scores(pool, monkeypatch):
     monkeypatch.setitem(sys.modules, "cleanlab", None)
-    train, test, skipped, _ = compute_scores(
+    train, test, skipped, _, _ = compute_scores(
         pool["y_train"],
         pool["y_test"],
         oos_prob_train=pool["oos_prob_train"],

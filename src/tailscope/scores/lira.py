@@ -16,8 +16,8 @@ sample; each is fitted with a Gaussian: counts ``n``, means ``mu`` and unbiased 
 Variance floor: an example's variance ``v`` is ``max(s**2, var_floor * pooled)`` when it has
 at least 2 shadow models on that side, else the pooled variance of that side. A handful of
 nearly equal phi (a small set, or float16 values that round alike) would otherwise give a
-variance near 0 and likelihood ratios of any size; ``var_floor = 0.1`` caps the per-example
-standard deviation at ~1/3 of the typical one from below and never binds with adequate data.
+variance near 0 and likelihood ratios of any size; ``var_floor = 0.1`` keeps the per-example
+standard deviation above ~1/3 of the pooled one and rarely binds with adequate data.
 Every variance is also at least ``MIN_VARIANCE = 1e-4`` (a standard deviation of 0.01 nats,
 far below any real spread of phi), for a degenerate pool whose pooled variance is 0.
 
@@ -27,6 +27,15 @@ sums of squared deviations downdated in closed form, vectorized over targets and
 so nothing is refitted in a loop. The positives are k's members, the negatives the rest; a
 (target, example) pair is evaluated when the shadows hold i at least once in and once out.
 All pairs of all targets are pooled into one ROC per variant, as in the paper's code.
+
+Multi-ratio runs: pass the models of one ratio. A model trained on 90% of the data has
+larger phi on every example than one trained on 10%, whether or not it trained on i, and
+it trained on i more often, so shadows of mixed ratios confound membership with the ratio
+(with no membership effect at all, such a pool shows an AUC of ~0.7). Per-ratio shadows
+with one pooled ROC are not the answer either: the plug-in log-likelihood ratio is offset
+by the unequal in/out sample sizes (at ratio 0.8 the in-fit is the sharper one), and the
+high-ratio pairs, mostly members, get the larger offset. Within one ratio the offset is
+common to all pairs, which is the paper's setting (ratio 0.5, every model a target).
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ DEFAULT_VAR_FLOOR = 0.1
 #: whose pooled variance is 0 or undefined.
 MIN_VARIANCE = 1e-4
 #: Without ``targets``, at most this many (target, example) pairs are scored at once
-#: (the evaluation holds about 11 bytes per pair); more targets are thinned evenly.
+#: (the evaluation holds about 13 bytes per pair); more targets are thinned evenly.
 MAX_PAIRS = 2**27
 
 
@@ -258,9 +267,11 @@ def _downdate(n, mean, ss, x, remove):
     n2 = n - remove
     with np.errstate(divide="ignore", invalid="ignore"):
         mean2 = np.where(remove, (n * mean - x) / n2, mean)
-    mean2 = np.where(n2 > 0, mean2, np.nan)
-    ss2 = np.where(remove & (n2 > 0), ss - (x - mean) * (x - np.nan_to_num(mean2)), ss)
-    ss2 = np.where(n2 > 0, np.maximum(ss2, 0.0), 0.0)
+        ss2 = np.where(remove, ss - (x - mean) * (x - mean2), ss)
+    empty = n2 <= 0
+    mean2[empty] = np.nan
+    ss2[empty] = 0.0
+    np.maximum(ss2, 0.0, out=ss2)
     return n2, mean2, ss2
 
 
@@ -447,7 +458,7 @@ def lira_evaluation(
         chunk_size: examples per chunk; by default about 2**24 / T.
 
     Returns:
-        A :class:`LiraEvaluation`. Memory: about 11 bytes per (target, example) pair. The
+        A :class:`LiraEvaluation`. Memory: about 13 bytes per (target, example) pair. The
         offline scores are ranked by their z-score ``(x - mu_out) / sqrt(v_out)``, which
         orders pairs exactly as ``-log P(Z >= x)`` and does not underflow in float32.
     """

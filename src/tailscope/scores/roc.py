@@ -67,6 +67,8 @@ def threshold_at_fpr(neg_sorted: np.ndarray, alpha: float) -> float:
 
 
 def _above(sorted_values: np.ndarray, v: float) -> int:
+    # v in the array's own dtype: a float64 scalar would make numpy convert the whole array.
+    v = sorted_values.dtype.type(v)
     return len(sorted_values) - int(np.searchsorted(sorted_values, v, side="right"))
 
 

@@ -12,9 +12,10 @@ Train columns, in order (each only when its inputs are there):
 - ``cscore``, ``cscore_se``: the C-score (two or more distinct ratios);
 - ``lira_online``, ``lira_offline``, ``lira_fixed``: per-example TPR of each LiRA variant
   (online, offline, online with fixed variance) at the global threshold of 0.1% FPR, over
-  the leave-one-model-out targets that trained on the example (masks, phi_train);
+  the leave-one-model-out targets that trained on the example (masks, phi_train); in a
+  multi-ratio run over the models of the ratio nearest 0.5 only (a note says so);
 - ``vulnerability``, ``vulnerability_se``: AUC of the example's in vs out phi (masks,
-  phi_train);
+  phi_train), in a multi-ratio run over in/out pairs of the same ratio;
 - ``label_quality``, ``label_issue``, ``suggested_label``: from the out-of-sample
   probabilities (oos_prob_train; needs cleanlab). ``suggested_label`` is a nullable Int64.
 
@@ -54,13 +55,16 @@ class ScoreTables(NamedTuple):
 
     ``train`` (n rows) and ``test`` (t rows, 0 without ``y_test``) are DataFrames;
     ``skipped`` holds one line per score left out; ``lira`` is the full
-    :class:`~tailscope.scores.lira.LiraEvaluation` (ROC, AUC, TPR at low FPR) or None.
+    :class:`~tailscope.scores.lira.LiraEvaluation` (ROC, AUC, TPR at low FPR) or None;
+    ``notes`` holds one line per choice the report should state (e.g. which models LiRA
+    used in a multi-ratio run).
     """
 
     train: pd.DataFrame
     test: pd.DataFrame
     skipped: list[str]
     lira: LiraEvaluation | None
+    notes: list[str]
 
 
 def _labels(labels: ArrayLike, name: str) -> np.ndarray:
@@ -158,7 +162,7 @@ def compute_scores(
         chunk_size: examples per chunk for the (K, n) arrays.
 
     Returns:
-        :class:`ScoreTables` ``(train, test, skipped, lira)``.
+        :class:`ScoreTables` ``(train, test, skipped, lira, notes)``.
     """
     y_train = _labels(y_train, "y_train")
     n = len(y_train)
@@ -167,6 +171,7 @@ def compute_scores(
     t = len(y_test)
     test: dict[str, Any] = {"index": _index(test_index, t, "test_index"), "label": y_test}
     skipped: list[str] = []
+    notes: list[str] = []
 
     if masks is not None and np.shape(masks)[1:] != (n,):
         raise DataError(
@@ -202,8 +207,21 @@ def compute_scores(
     # Membership inference.
     lira = None
     if masks is not None and phi_train is not None:
+        strata = ratios if levels is not None and len(levels) > 1 else None
+        lira_masks, lira_phi = masks, phi_train
+        if strata is not None:
+            # LiRA on the models of one ratio (shadows of mixed ratios confound membership
+            # with the ratio, see lira.py): the ratio nearest 0.5, the paper's setting.
+            ratio = levels[np.argmin(np.abs(levels - 0.5))]
+            rows = np.flatnonzero(np.isclose(np.asarray(ratios, dtype=np.float64), ratio))
+            lira_masks, lira_phi = masks[rows], phi_train[rows]
+            notes.append(
+                f"lira: evaluated on the {len(rows)} models of ratio {ratio:g} (targets "
+                "numbered among them); shadows of mixed ratios would confound membership "
+                "with the ratio"
+            )
         try:
-            lira = lira_evaluation(masks, phi_train, **dict(lira_options or {}))
+            lira = lira_evaluation(lira_masks, lira_phi, **dict(lira_options or {}))
         except DataError as err:
             skipped.append(f"lira: {err}")
         if lira is not None:
@@ -211,7 +229,7 @@ def compute_scores(
                 if variant in lira.example_tpr:
                     train[column] = lira.example_tpr[variant]
         train["vulnerability"], train["vulnerability_se"] = vulnerability(
-            masks, phi_train, chunk_size=chunk_size
+            masks, phi_train, strata, chunk_size=chunk_size
         )
     else:
         skipped.append(
@@ -233,4 +251,4 @@ def compute_scores(
                 f"label_quality ({split}): label issues need the out-of-sample class "
                 f"probabilities (oos_prob_{split}), which {source} does not hold"
             )
-    return ScoreTables(pd.DataFrame(train), pd.DataFrame(test), skipped, lira)
+    return ScoreTables(pd.DataFrame(train), pd.DataFrame(test), skipped, lira, notes)
