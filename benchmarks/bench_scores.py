@@ -5,9 +5,11 @@ Each task runs in its own subprocess on the same synthetic data (drawn there fro
 seed), so that its peak resident memory is its own:
 
 - ``heldout+cscore``: held-out accuracy per ratio and the C-score, train and test;
-- ``vulnerability``: the per-example AUC of in vs out phi (ranks of K values per example);
-- ``lira``: the leave-one-model-out evaluation of the five attack variants, every model a
-  target (K x n = 1.08e8 pairs);
+- ``vulnerability``: the per-example AUC of in vs out phi, within each ratio (ranks of
+  200 values per example and ratio), as ``compute_scores`` does in a multi-ratio run;
+- ``lira``: the leave-one-model-out evaluation of the five attack variants on all 1800
+  models, as for a single-ratio run of that size: a timing of the worst case (targets
+  thinned to ``MAX_PAIRS`` = 2**26 pairs); the pool mixes ratios, so its AUCs are inflated.
 - ``labels``: label quality and flags from (n, C) out-of-sample probabilities (cleanlab).
 
 The synthetic run: phi[k, i] ~ N(mu_i + d_i sigma_i [i in S_k] + ratio_k, sigma_i^2), with
@@ -93,13 +95,14 @@ def run_task(task: str, per_ratio: int, n_train: int, n_test: int) -> dict[str, 
             score, _ = cscore(data["correct_test"], data["ratios"])
             detail = f"mean held-out acc {np.nanmean(held.accuracy):.3f}, test C {score.mean():.3f}"
         elif task == "vulnerability":
-            vuln, _ = vulnerability(data["masks"], data["phi"])
+            vuln, _ = vulnerability(data["masks"], data["phi"], data["ratios"])
             detail = f"mean vulnerability {np.nanmean(vuln):.3f}"
         elif task == "lira":
             ev = lira_evaluation(data["masks"], data["phi"])
-            detail = ", ".join(
-                f"{v} {r.auc:.3f}/{100 * r.tprs[0]:.2f}%" for v, r in ev.roc.items()
-            ) + f" (AUC/TPR@0.1%, {ev.n_pairs:.3g} pairs)"
+            detail = (
+                ", ".join(f"{v} {r.auc:.3f}/{100 * r.tprs[0]:.2f}%" for v, r in ev.roc.items())
+                + f" (AUC/TPR@0.1%, {ev.n_pairs:.3g} pairs)"
+            )
         else:
             result = label_issues(probs, labels)
             detail = f"{result.label_issue.sum()} flagged of {n_train}"

@@ -10,6 +10,7 @@ vulnerability-by-memorization table, the C-score summary and the label flags. Wi
 flips is reported.
 
     nice -n 19 python benchmarks/real_scores.py                         # digits, ~1 min
+    nice -n 19 python benchmarks/real_scores.py --ratios 0.5 --per-ratio 128     # LiRA's setting
     nice -n 19 python benchmarks/real_scores.py --dataset mnist --train 10000 --per-ratio 32
 """
 
@@ -40,7 +41,7 @@ def train_pool(x, y, x_test, y_test, n_classes, args):
     """Masks, ratios and the store's per-model arrays for the pool."""
     gen = torch.Generator().manual_seed(args.seed)
     n, d = x.shape
-    ratios = np.repeat(RATIOS, args.per_ratio)
+    ratios = np.repeat(args.ratios, args.per_ratio)
     k = len(ratios)
     rank = torch.rand(k, n, generator=gen).argsort(dim=1).argsort(dim=1)
     sizes = torch.from_numpy(np.round(ratios * n).astype(np.int64))
@@ -60,9 +61,12 @@ def train_pool(x, y, x_test, y_test, n_classes, args):
     for _ in range(steps):
         pick = (torch.rand(k, args.batch, generator=gen) * sizes[:, None]).long()
         idx = members.gather(1, pick)
-        loss = torch.nn.functional.cross_entropy(
-            forward(x[idx]).reshape(-1, n_classes), y[idx].reshape(-1), reduction="mean"
-        ) * k
+        loss = (
+            torch.nn.functional.cross_entropy(
+                forward(x[idx]).reshape(-1, n_classes), y[idx].reshape(-1), reduction="mean"
+            )
+            * k
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -91,6 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="digits", help="a tailscope dataset (digits)")
     parser.add_argument("--train", type=int, default=None, help="train examples (all)")
+    parser.add_argument(
+        "--ratios", type=float, nargs="+", default=RATIOS, help="subset ratios (0.1 ... 0.9)"
+    )
     parser.add_argument("--per-ratio", type=int, default=24, help="models per ratio (24)")
     parser.add_argument("--hidden", type=int, default=128, help="hidden units (128)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of a half subset (30)")
@@ -117,35 +124,53 @@ def main() -> None:
     )
     start = time.time()
     arrays = train_pool(
-        x, torch.from_numpy(y_given), x_test, torch.from_numpy(data.y_test.astype(np.int64)),
-        data.n_classes, args,
+        x,
+        torch.from_numpy(y_given),
+        x_test,
+        torch.from_numpy(data.y_test.astype(np.int64)),
+        data.n_classes,
+        args,
     )
-    print(f"{len(arrays['ratios'])} models on {data.name} (n={data.n_train}, t={data.n_test}) "
-          f"in {time.time() - start:.0f} s; test accuracy by ratio: " + ", ".join(
-              f"{r:g}: {arrays['correct_test'][arrays['ratios'] == r].mean():.3f}"
-              for r in RATIOS))
+    print(
+        f"{len(arrays['ratios'])} models on {data.name} (n={data.n_train}, t={data.n_test}) "
+        f"in {time.time() - start:.0f} s; test accuracy by ratio: "
+        + ", ".join(
+            f"{r:g}: {arrays['correct_test'][arrays['ratios'] == r].mean():.3f}"
+            for r in args.ratios
+        )
+    )
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tables = compute_scores(y_given, data.y_test, **arrays)
         mem, _ = memorization(arrays["masks"], arrays["correct_train"])
-    print(f"scores in {time.time() - start:.1f} s; skipped: {tables.skipped}")
+    print(
+        f"scores in {time.time() - start:.1f} s; skipped: {tables.skipped}; notes: {tables.notes}"
+    )
     print("\nLiRA, leave-one-model-out:")
     print(tables.lira.frame().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("\nvulnerability by memorization:")
     table = vulnerability_by_memorization(tables.train["vulnerability"], mem)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"Spearman(vulnerability, mem) = {table.attrs['spearman']:.3f}")
-    train, test = tables.train, tables.test
-    print(f"\nC-score: train mean {train['cscore'].mean():.3f}, test mean "
-          f"{test['cscore'].mean():.3f}; corr(train cscore, mem) = "
-          f"{np.corrcoef(train['cscore'].fillna(0.5), np.nan_to_num(mem))[0, 1]:.3f}")
-    print(f"label issues: train {train['label_issue'].sum()} of {len(train)}, "
-          f"test {test['label_issue'].sum()} of {len(test)}")
+    train, test = tables.train.copy(), tables.test.copy()
+    if "cscore" not in train:
+        train["cscore"], test["cscore"] = train["heldout_acc"], test["heldout_acc"]
+    print(
+        f"\nC-score: train mean {train['cscore'].mean():.3f}, test mean "
+        f"{test['cscore'].mean():.3f}; corr(train cscore, mem) = "
+        f"{np.corrcoef(train['cscore'].fillna(0.5), np.nan_to_num(mem))[0, 1]:.3f}"
+    )
+    print(
+        f"label issues: train {train['label_issue'].sum()} of {len(train)}, "
+        f"test {test['label_issue'].sum()} of {len(test)}"
+    )
     if flipped.any():
         flags = train["label_issue"].to_numpy()
-        print(f"flips {flipped.sum()}: flag recall {(flags & flipped).sum() / flipped.sum():.3f}, "
-              f"precision {(flags & flipped).sum() / max(flags.sum(), 1):.3f}")
+        print(
+            f"flips {flipped.sum()}: flag recall {(flags & flipped).sum() / flipped.sum():.3f}, "
+            f"precision {(flags & flipped).sum() / max(flags.sum(), 1):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -175,6 +175,15 @@ def test_missing_cleanlab_skips_label_scores(pool, monkeypatch):
     assert sum("pip install 'tailscope[labels]'" in reason for reason in skipped) == 2
 
 
+def test_examples_without_out_of_sample_probabilities_have_no_suggestion(pool):
+    pytest.importorskip("cleanlab")
+    probs = pool["oos_prob_train"].copy()
+    probs[3] = np.nan  # in every model's subset
+    train = quiet(compute_scores, pool["y_train"], oos_prob_train=probs).train
+    assert train["suggested_label"].isna().tolist() == [i == 3 for i in range(N)]
+    assert np.isnan(train["label_quality"][3]) and not train["label_issue"][3]
+
+
 def test_bad_shapes_name_the_argument(pool):
     with pytest.raises(DataError, match="masks must have shape"):
         compute_scores(pool["y_train"][:-1], masks=pool["masks"])

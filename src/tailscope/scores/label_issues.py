@@ -10,12 +10,14 @@
 - ``suggested_label = argmax_c p_c`` (ties to the lower class).
 - ``label_issue`` (``rule="margin"``, the default): ``label_quality < threshold``, i.e. the
   held-out models put at least ``1 - 2 threshold`` more probability on another class than on
-  the given label. ``threshold = 0.25`` (another class ahead by 0.5) is calibrated on MNIST's
-  test set (see ``benchmarks/calibrate_label_issues.py``): about 0.5% of a clean set is
-  flagged, the confidently contradicted examples that a person also finds questionable,
-  where cleanlab's default filter flags almost none (a large ensemble's probabilities are
-  near 0 or 1, and its per-class thresholds are then near 1). ``rule="confident_learning"``
-  uses ``cleanlab.filter.find_label_issues`` with its defaults instead.
+  the given label. ``threshold = 0.25`` (another class ahead by 0.5) is calibrated on MNIST
+  (``benchmarks/calibrate_label_issues.py``: 8 demo MLPs, 5 epochs on 70% subsets, 97.5% test
+  accuracy each): it flags 53 of the 10,000 test examples (0.5%; the pool misclassifies
+  163) and 1.0% of the train examples, most of them malformed or ambiguous digits, more so
+  the lower their quality; thresholds 0.1 / 0.5 flag 22 / 163 test examples. cleanlab's
+  default confident-learning filter flags 5 test examples: a pool's probabilities are near
+  0 or 1, so its per-class thresholds are near 1. ``rule="confident_learning"`` uses
+  ``cleanlab.filter.find_label_issues`` with its defaults instead.
 
 A row of NaN probabilities (no model held the example out) gets NaN quality, no flag and
 suggested label -1. cleanlab is an optional dependency: ``pip install 'tailscope[labels]'``.

@@ -76,9 +76,11 @@ DEFAULT_VAR_FLOOR = 0.1
 #: Absolute variance floor (phi in nats; a standard deviation of 0.01), for degenerate pools
 #: whose pooled variance is 0 or undefined.
 MIN_VARIANCE = 1e-4
+# A leave-one-out chunk makes ~10 float64 temporaries of its size: 2**22 entries (~340 MB).
+_LOO_ENTRIES = 2**22
 #: Without ``targets``, at most this many (target, example) pairs are scored at once
 #: (the evaluation holds about 13 bytes per pair); more targets are thinned evenly.
-MAX_PAIRS = 2**27
+MAX_PAIRS = 2**26
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,13 +179,12 @@ def _pooled_floor(pooled):
     return np.fmax(pooled, MIN_VARIANCE)
 
 
-def _effective_var(ss, n, pooled, var_floor: float):
+def _effective_var(s2, n, pooled, var_floor: float):
     """Per-example variance with the floor: ``max(s**2, var_floor * pooled)``, or the pooled
-    variance with fewer than 2 shadow models on that side."""
+    variance with fewer than 2 shadow models on that side (where ``s2`` is not used)."""
     pooled = _pooled_floor(pooled)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s2 = ss / (n - 1)
-    return np.where(n >= 2, np.maximum(s2, var_floor * pooled), pooled)
+    with np.errstate(invalid="ignore"):
+        return np.where(n >= 2, np.maximum(s2, var_floor * pooled), pooled)
 
 
 def _score(
@@ -196,22 +197,22 @@ def _score(
     var_floor: float,
     offline_as_z: bool = False,
 ) -> np.ndarray:
-    """Scores of observations ``x`` given (n, mean, ss) of each side; NaN where undefined."""
+    """Scores of observations ``x`` given (n, mean, s**2) of each side; NaN where undefined."""
     if variant == "global":
         return x.astype(np.float64)
-    n_in, mean_in, ss_in = side_in
-    n_out, mean_out, ss_out = side_out
+    n_in, mean_in, s2_in = side_in
+    n_out, mean_out, s2_out = side_out
     fixed = variant.endswith("_fixed")
     if fixed:
         pooled_in, pooled_out = _pooled_floor(pooled_in), _pooled_floor(pooled_out)
-    v_out = pooled_out if fixed else _effective_var(ss_out, n_out, pooled_out, var_floor)
+    v_out = pooled_out if fixed else _effective_var(s2_out, n_out, pooled_out, var_floor)
     v_out = np.broadcast_to(v_out, np.shape(x))
     with np.errstate(divide="ignore", invalid="ignore"):
         if variant.startswith("offline"):
             z = (x - mean_out) / np.sqrt(v_out)
             score = z if offline_as_z else -special.log_ndtr(-z)
             return np.where(n_out >= 1, score, np.nan)
-        v_in = pooled_in if fixed else _effective_var(ss_in, n_in, pooled_in, var_floor)
+        v_in = pooled_in if fixed else _effective_var(s2_in, n_in, pooled_in, var_floor)
         score = (
             0.5 * np.log(v_out / v_in)
             - (x - mean_in) ** 2 / (2 * v_in)
@@ -254,8 +255,8 @@ def lira_scores(
     return _score(
         variant,
         x,
-        (fits.n_in, fits.mean_in, fits.ss_in),
-        (fits.n_out, fits.mean_out, fits.ss_out),
+        (fits.n_in, fits.mean_in, fits.var_in),
+        (fits.n_out, fits.mean_out, fits.var_out),
         fits.pooled_var_in,
         fits.pooled_var_out,
         var_floor,
@@ -263,21 +264,35 @@ def lira_scores(
 
 
 def _downdate(n, mean, ss, x, remove):
-    """Remove observation ``x`` from (n, mean, ss) where ``remove``; Welford in reverse."""
-    n2 = n - remove
+    """Per pair, the side's (n, mean, s**2) without observation ``x`` where ``remove``.
+
+    Removing x from n values with mean m and sum of squares ss leaves ``n - 1`` values with
+    mean ``m - (x - m) / (n - 1)`` and sum of squares ``ss - (x - m)**2 n / (n - 1)``
+    (Welford's update in reverse); s**2 is that over ``n - 2``. Where fewer than 2 values
+    remain, s**2 is not used (and may be inf or NaN).
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean2 = np.where(remove, (n * mean - x) / n2, mean)
-        ss2 = np.where(remove, ss - (x - mean) * (x - mean2), ss)
-    empty = n2 <= 0
-    mean2[empty] = np.nan
-    ss2[empty] = 0.0
-    np.maximum(ss2, 0.0, out=ss2)
-    return n2, mean2, ss2
+        inv = 1.0 / (n - 1)
+        d = x - mean
+        mean2 = np.where(remove, mean - d * inv, mean)
+        s2 = np.where(remove, np.maximum(ss - d * d * (n * inv), 0.0) / (n - 2), ss * inv)
+    n2 = n - remove
+    mean2[n2 <= 0] = np.nan
+    return n2, mean2, s2
+
+
+def _removed_ss(n, mean, x, remove):
+    """How much the sum of squares of each pair's side drops when x is removed, and the
+    drop of its degrees of freedom ``max(n - 1, 0)``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drop = np.where(remove & (n >= 2), (x - mean) ** 2 * (n / (n - 1)), 0.0)
+    return drop, remove & (n >= 2)
 
 
 def _loo_chunks(masks, phi, fits, targets, chunk_size) -> Iterator[tuple]:
     """Per column chunk: (cols, x, member, in-fits, out-fits) with each target left out."""
-    for cols in column_chunks(masks.shape[1], chunk_columns(len(targets), chunk_size)):
+    width = chunk_columns(len(targets), chunk_size, _LOO_ENTRIES)
+    for cols in column_chunks(masks.shape[1], width):
         m = as_bool(masks[targets, cols], "masks")
         x = as_float_chunk(phi[targets, cols], "phi")
         side_in = _downdate(fits.n_in[cols], fits.mean_in[cols], fits.ss_in[cols], x, m)
@@ -387,16 +402,14 @@ def _leave_one_out(masks, phi, targets, chunk_size) -> _LeaveOneOut:
         "ss_out": np.full(len(targets), fits.ss_out.sum()),
         "df_out": np.full(len(targets), float(np.maximum(fits.n_out - 1, 0).sum())),
     }
-    for cols, _, m, side_in, side_out in _loo_chunks(masks, phi, fits, targets, chunk_size):
+    for cols, x, m, side_in, side_out in _loo_chunks(masks, phi, fits, targets, chunk_size):
         member[:, cols] = m
         valid[:, cols] = (side_in[0] >= 1) & (side_out[0] >= 1)
-        for side, full_n, full_ss, own in (
-            ("in", fits.n_in[cols], fits.ss_in[cols], side_in),
-            ("out", fits.n_out[cols], fits.ss_out[cols], side_out),
-        ):
-            totals[f"ss_{side}"] -= (full_ss - own[2]).sum(axis=1)
-            drop = np.maximum(full_n - 1, 0) - np.maximum(own[0] - 1, 0)
-            totals[f"df_{side}"] -= drop.sum(axis=1)
+        for side, remove in (("in", m), ("out", ~m)):
+            n_side = getattr(fits, f"n_{side}")[cols]
+            drop, df_drop = _removed_ss(n_side, getattr(fits, f"mean_{side}")[cols], x, remove)
+            totals[f"ss_{side}"] -= drop.sum(axis=1)
+            totals[f"df_{side}"] -= df_drop.sum(axis=1)
     return _LeaveOneOut(
         masks=masks,
         phi=phi,

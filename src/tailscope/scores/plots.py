@@ -41,7 +41,8 @@ def roc_figure(rocs: LiraEvaluation | Mapping[str, Roc], title: str = "") -> Fig
     ax.plot([low, 1], [low, 1], color="grey", linestyle=":", linewidth=1, label="chance")
     for name, r in rocs.items():
         keep = (r.fpr > 0) & (r.tpr > 0)
-        tpr01 = np.interp(0.001, r.fpr, r.tpr) if r.fpr[0] <= 0.001 else np.nan
+        at = np.flatnonzero(np.isclose(r.fprs, 0.001))
+        tpr01 = r.tprs[at[0]] if len(at) else np.interp(0.001, r.fpr, r.tpr)
         ax.plot(
             r.fpr[keep],
             r.tpr[keep],
