@@ -105,7 +105,7 @@ def run_task(task: str, per_ratio: int, n_train: int, n_test: int) -> dict[str, 
             )
         else:
             result = label_issues(probs, labels)
-            detail = f"{result.label_issue.sum()} flagged of {n_train}"
+            detail = f"{result.label_issue.sum()} flagged of {n_train} (random labels)"
     return {
         "task": task,
         "seconds": time.perf_counter() - start,

@@ -11,7 +11,8 @@ sample; each is fitted with a Gaussian: counts ``n``, means ``mu`` and unbiased 
 - ``offline``: -log P(Z >= x), Z ~ N(mu_out, v_out): the one-sided test on the out fit alone;
 - ``online_fixed`` / ``offline_fixed``: the same with one global variance per side shared by
   every example (the pooled within-example variance), the paper's choice for few shadows;
-- ``global``:  x itself, the loss-threshold attack of Yeom et al. (no shadow models).
+- ``global``:  x itself, the loss-threshold attack of Yeom et al. (no shadow models; the
+  cross-entropy loss ``log(1 + exp(-phi))`` decreases in phi, so one threshold serves both).
 
 Variance floor: an example's variance ``v`` is ``max(s**2, var_floor * pooled)`` when it has
 at least 2 shadow models on that side, else the pooled variance of that side. A handful of
@@ -31,11 +32,12 @@ All pairs of all targets are pooled into one ROC per variant, as in the paper's 
 Multi-ratio runs: pass the models of one ratio. A model trained on 90% of the data has
 larger phi on every example than one trained on 10%, whether or not it trained on i, and
 it trained on i more often, so shadows of mixed ratios confound membership with the ratio
-(with no membership effect at all, such a pool shows an AUC of ~0.7). Per-ratio shadows
+(simulated with no membership effect and phi rising by 2 standard deviations from ratio
+0.2 to 0.8, such a pool shows an online AUC of 0.72). Per-ratio shadows
 with one pooled ROC are not the answer either: the plug-in log-likelihood ratio is offset
 by the unequal in/out sample sizes (at ratio 0.8 the in-fit is the sharper one), and the
-high-ratio pairs, mostly members, get the larger offset. Within one ratio the offset is
-common to all pairs, which is the paper's setting (ratio 0.5, every model a target).
+high-ratio pairs, mostly members, get the larger offset (same simulation: 0.53). Within one
+ratio the offset is common to all pairs (0.50 there), the paper's setting at ratio 0.5.
 """
 
 from __future__ import annotations
