@@ -19,11 +19,9 @@ from tailscope.scores import (
     lira_loo_scores,
     lira_scores,
     roc,
-    roc_figure,
     roc_from_scores,
     vulnerability,
     vulnerability_by_memorization,
-    vulnerability_figure,
 )
 
 # --- ROC -------------------------------------------------------------------------------------
@@ -398,16 +396,18 @@ def test_vulnerability_by_memorization_table():
         vulnerability_by_memorization(vuln, mem, bins=(0.5, 0.1))
 
 
-def test_figures_draw():
+def test_the_reports_figures_draw_from_the_saved_evaluation():
+    from tailscope.report import plots
+
     rng = np.random.default_rng(10)
     masks, phi, _ = planted(rng, 16, 200)
     evaluation = lira_evaluation(masks, phi)
-    fig = roc_figure(evaluation)
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    assert len(ax.get_lines()) == 1 + len(VARIANTS)
+    curves = {variant: evaluation.roc_curve(variant) for variant in evaluation.roc}
+    uri = plots.roc_loglog(curves, evaluation.frame().to_dict("records"))
+    assert uri.startswith("data:image/png;base64,") and len(uri) > 1000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedEstimateWarning)
         vuln, _ = vulnerability(masks, phi)
-    fig = vulnerability_figure(vuln, rng.uniform(-0.1, 1, 200))
-    assert fig.axes[0].get_ylabel().startswith("vulnerability")
+    mem = rng.uniform(-0.1, 1, 200)
+    by_bin = vulnerability_by_memorization(vuln, mem).to_dict("records")
+    assert plots.vulnerability_plot(vuln, mem, by_bin).startswith("data:image/png;base64,")

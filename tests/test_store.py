@@ -281,3 +281,26 @@ def test_a_killed_trainers_lock_does_not_block_the_next(tmp_path):
         time.sleep(0.05)
     with store.trainer_lock():
         assert store.trainer() is not None  # held by this process now
+
+
+def test_a_multi_ratio_run_keeps_the_probability_sums_of_each_ratio(tmp_path):
+    plan = SubsetPlan.random(K, N, ratio=(0.3, 0.6), random_state=0)
+    store = RunStore.create(tmp_path / "run", _spec(ratios=(0.3, 0.6)), plan, _labels())
+    low, high = (
+        _outputs(np.random.default_rng(0), plan.masks[[0, 1]]),
+        _outputs(np.random.default_rng(1), plan.masks[[6, 7]]),
+    )
+    store.write([0, 1], low)
+    store.write([6, 7], high)
+    with pytest.raises(RunStoreError, match="several subset ratios"):
+        store.write([4, 8], low)
+    again = RunStore.open(tmp_path / "run")
+    for ratio, models, outputs in ((0.3, [0, 1], low), (0.6, [6, 7], high)):
+        train, test = again.oos_probabilities(ratio)
+        held_out = (~plan.masks[models]).sum(axis=0)  # 0 for some: NaN rows on both sides
+        with np.errstate(invalid="ignore"):
+            expected = outputs.prob_sum_train * PROB_UNIT / held_out[:, None]
+        np.testing.assert_array_equal(train, expected)
+        np.testing.assert_array_equal(test, outputs.prob_sum_test * PROB_UNIT / 2)
+    with pytest.raises(DataError, match="has the ratios \\[0.3, 0.6\\]: name one"):
+        again.oos_probabilities()

@@ -14,7 +14,9 @@ The package follows the data flow: ``data`` -> ``plan`` -> ``engine`` -> ``execu
 
 __version__ = "0.2.0"
 
-from tailscope import datasets, estimate, execute
+import types as _types
+
+from tailscope import datasets, estimate, execute, scores
 from tailscope.errors import TailscopeError
 from tailscope.estimate import Estimates
 from tailscope.models import Recipe, get_recipe
@@ -22,6 +24,19 @@ from tailscope.plan import SubsetPlan
 from tailscope.run import Run, RunStatus
 from tailscope.spec import RunSpec
 from tailscope.stopping import max_models, until_se
+
+
+class _ScoresModule(_types.ModuleType):
+    """``tailscope.scores``: the per-example score functions, and callable as
+    ``ts.scores(run)``: every score of a run (:func:`tailscope.experiments.scores`)."""
+
+    def __call__(self, run: Run, **options: object):
+        from tailscope.experiments.scores import scores as scores_of_run
+
+        return scores_of_run(run, **options)
+
+
+scores.__class__ = _ScoresModule
 
 __all__ = [
     "Estimates",
@@ -37,5 +52,6 @@ __all__ = [
     "execute",
     "get_recipe",
     "max_models",
+    "scores",
     "until_se",
 ]

@@ -242,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
 
+    scores = sub.add_parser(
+        "scores",
+        help="every per-example score of a run: mem, held-out accuracy, C-score, LiRA, labels",
+        description="Write train_scores.csv and test_scores.csv into RUN_DIR (one row per "
+        "example, in the dataset's order) and print the LiRA evaluation and label issues.",
+    )
+    scores.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=_RUN_DIR_HELP)
+    scores.add_argument(
+        "--ratio",
+        type=_ratio,
+        help="the subset ratio whose models mem, LiRA and label issues use (default: the "
+        "run's only ratio, or 0.7)",
+    )
+
     est = sub.add_parser(
         "estimate",
         help="estimate memorization and high-influence pairs of a run",
@@ -364,6 +378,37 @@ def _status(args: argparse.Namespace) -> int:
     from tailscope.run import Run
 
     print("\n".join(Run.open(args.run_dir, writable=False).status().lines()))
+    return 0
+
+
+def _scores(args: argparse.Namespace) -> int:
+    from tailscope.experiments import scores
+    from tailscope.run import Run
+
+    run = Run.open(args.run_dir)
+    start = time.perf_counter()
+    tables = scores(run, ratio=args.ratio)
+    train, test = tables.train, tables.test
+    print(
+        f"run {run.path}: scores of {len(train):,} train and {len(test):,} test examples "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    if tables.lira is not None:
+        print("membership inference, leave-one-model-out (LiRA vs the global loss threshold):")
+        for row in tables.lira.frame().to_dict("records"):
+            cells = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "variant")
+            print(f"  {row['variant']:<14} {cells}")
+    for split, frame in (("train", train), ("test", test)):
+        if "label_issue" in frame:
+            flagged = int(frame["label_issue"].sum())
+            print(
+                f"label issues ({split}): {flagged:,} flagged of {len(frame):,} "
+                f"({100 * flagged / max(len(frame), 1):.2f}%)"
+            )
+    for line in [*tables.notes, *tables.skipped]:
+        print(f"note: {line}")
+    paths = [run.store.result_path(name) for name in ("train_scores", "test_scores")]
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
@@ -723,6 +768,7 @@ COMMANDS = {
     "train": _train,
     "status": _status,
     "estimate": _estimate,
+    "scores": _scores,
     "demo": _demo,
     **ANALYSIS_COMMANDS,
 }

@@ -8,8 +8,8 @@ A run directory holds everything needed to reproduce and extend it::
     labels.npz           y_train (n,), y_test (t,), train_index (n,), test_index (t,)
     <row>_<split>.npy    one row per model, memory-mapped: correct (bool), margin and phi
                          (float16), predicted (int16), for split train (n) and test (t)
-    progress.npz         done (K,) bool and the out-of-sample probability sums
-                         prob_sum_train (n, C) and prob_sum_test (t, C), int64
+    progress.npz         done (K,) bool and the out-of-sample probability sums per subset
+                         ratio, prob_sum_train (R, n, C) and prob_sum_test (R, t, C), int64
     train.lock           held by the one process that trains the run
     stopping.json, memorization.csv, pairs.csv, ...   results (:data:`RESULTS`)
 
@@ -65,6 +65,7 @@ RESULTS = {
     "agreement": "agreement.json",
     "train_scores": "train_scores.csv",
     "test_scores": "test_scores.csv",
+    "lira": "lira.json",
 }
 #: The per-model rows each store format has.
 ROW_KINDS = {1: ("correct", "margin"), 2: tuple(ROW_DTYPES)}
@@ -152,13 +153,13 @@ class RunStore:
                 np.lib.format.open_memmap(
                     path / f"{kind}_{split}.npy", "w+", dtype=ROW_DTYPES[kind], shape=(k, width)
                 )
-        c = spec.dataset.n_classes
+        c, r = spec.dataset.n_classes, len(spec.ratios)
         _save_npz(
             path / PROGRESS,
             {
                 "done": np.zeros(k, dtype=bool),
-                "prob_sum_train": np.zeros((n, c), dtype=np.int64),
-                "prob_sum_test": np.zeros((t, c), dtype=np.int64),
+                "prob_sum_train": np.zeros((r, n, c), dtype=np.int64),
+                "prob_sum_test": np.zeros((r, t, c), dtype=np.int64),
             },
         )
         atomic_write(path / SPEC, lambda f: f.write(json.dumps(spec.to_json(), indent=2).encode()))
@@ -216,7 +217,8 @@ class RunStore:
         else:
             progress = self._load_npz(PROGRESS)
             self.done = progress.pop("done")
-            self._sums = progress
+            # One ratio's sums may be stored without the ratio axis (the first format-2 runs).
+            self._sums = {k: v if v.ndim == 3 else v[None] for k, v in progress.items()}
         if self.done.shape != (k,) or self.done.dtype != np.bool_:
             raise RunStoreError(f"{self.path}: the done flags are corrupt ({self.done.shape})")
 
@@ -279,20 +281,26 @@ class RunStore:
         array = self._rows[name]
         return array if len(models) == self.n_models else array[models]
 
-    def oos_probabilities(self) -> tuple[np.ndarray, np.ndarray]:
-        """Out-of-sample class probabilities from the finished models: train (n, C), the
-        mean softmax over the models that held each example out; test (t, C), over all
-        models. NaN rows where no finished model held the example out."""
+    def oos_probabilities(self, ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-sample class probabilities from the finished models of one subset ratio
+        (the only one by default): train (n, C), the mean softmax over the models that held
+        each example out; test (t, C), over all of them. NaN rows where no finished model
+        held the example out."""
         if self._sums is None:
             raise RunStoreError(
                 f"{self.path} (store format 1) did not record class probabilities; "
                 "retrain it with this tailscope to get them"
             )
-        finished = self.finished()
-        held_out = len(finished) - self.masks[finished].sum(axis=0, dtype=np.int64)
+        ratios = self.spec.ratios
+        if ratio is None and len(ratios) > 1:
+            raise DataError(f"{self.path} has the ratios {list(ratios)}: name one")
+        group = 0 if ratio is None else ratios.index(ratio)
+        first = group * self.spec.n_models
+        models = first + np.flatnonzero(np.asarray(self.done)[first : first + self.spec.n_models])
+        held_out = len(models) - self.masks[models].sum(axis=0, dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            train = self._sums["prob_sum_train"] * PROB_UNIT / held_out[:, None]
-            test = self._sums["prob_sum_test"] * PROB_UNIT / len(finished)
+            train = self._sums["prob_sum_train"][group] * PROB_UNIT / held_out[:, None]
+            test = self._sums["prob_sum_test"][group] * PROB_UNIT / len(models)
         return train, test
 
     def write(self, models: Sequence[int], outputs: ModelOutputs) -> None:
@@ -313,10 +321,12 @@ class RunStore:
             return
         done = self.done.copy()
         done[idx] = True
-        sums = {
-            "prob_sum_train": self._sums["prob_sum_train"] + outputs.prob_sum_train,
-            "prob_sum_test": self._sums["prob_sum_test"] + outputs.prob_sum_test,
-        }
+        group = idx // self.spec.n_models  # the chunk's subset ratio (plans are ratio-major)
+        if np.any(group != group[0]):
+            raise RunStoreError(f"models {idx.tolist()} are of several subset ratios")
+        sums = {name: value.copy() for name, value in self._sums.items()}
+        sums["prob_sum_train"][group[0]] += outputs.prob_sum_train
+        sums["prob_sum_test"][group[0]] += outputs.prob_sum_test
         _save_npz(self.path / PROGRESS, {"done": done, **sums})
         self.done, self._sums = done, sums
 

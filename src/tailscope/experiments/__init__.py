@@ -9,6 +9,7 @@
   utility) and without the influencers, through the run's executor.
 - :mod:`~tailscope.experiments.agreement`: agreement between two runs, or two halves of one.
 - :mod:`~tailscope.experiments.released`: the paper's released pair files.
+- :mod:`~tailscope.experiments.scores`: every per-example score of a run (``ts.scores``).
 - :mod:`~tailscope.experiments.analysis`: all of them on one run, as the report shows them.
 """
 
@@ -36,6 +37,7 @@ from tailscope.experiments.removal import (
     removal_masks,
     remove_influencers,
 )
+from tailscope.experiments.scores import scores
 
 __all__ = [
     "Findings",
@@ -60,5 +62,6 @@ __all__ = [
     "released_test_size",
     "removal_masks",
     "remove_influencers",
+    "scores",
     "split_half",
 ]

@@ -30,10 +30,19 @@ from tailscope.experiments.released import load_released_pairs, released_test_si
 from tailscope.experiments.removal import InfluencerRemoval, MarginalUtility
 from tailscope.run import Run
 
-__all__ = ["RunAnalysis", "analyze"]
+__all__ = ["RunAnalysis", "SavedScores", "analyze"]
 
 #: Above this worst-case standard error, selecting pairs at infl >= 0.15 is mostly noise.
 NOISY_SE = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class SavedScores:
+    """The score tables :func:`tailscope.experiments.scores` saved, and its LiRA record."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    lira: dict | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +66,7 @@ class RunAnalysis:
             halves_mem: the two halves' memorization, for a scatter plot.
         comparisons: saved ``tailscope compare`` rows.
         marginal_utility, influencers: saved retraining experiments, or None.
+        scores: the saved per-example score tables (``tailscope scores``), or None.
         released: ``(name, pairs, summary)`` of each released pair file shown.
     """
 
@@ -79,6 +89,7 @@ class RunAnalysis:
     comparisons: list[dict] = field(default_factory=list)
     marginal_utility: MarginalUtility | None = None
     influencers: InfluencerRemoval | None = None
+    scores: SavedScores | None = None
     released: list[tuple[str, pd.DataFrame, dict]] = field(default_factory=list)
 
     @property
@@ -146,8 +157,16 @@ def analyze(
         influencers=(
             None if saved_influencers is None else InfluencerRemoval.from_dict(saved_influencers)
         ),
+        scores=_saved_scores(run),
         released=[_released(Path(p)) for p in released],
     )
+
+
+def _saved_scores(run: Run) -> SavedScores | None:
+    train, test = run.store.load_result("train_scores"), run.store.load_result("test_scores")
+    if train is None or test is None:
+        return None
+    return SavedScores(train, test, run.store.load_result("lira"))
 
 
 def _overview(run: Run, est: Estimates) -> dict[str, object]:

@@ -104,6 +104,7 @@ def render_report(
         _agreement_section(analysis),
         _marginal_utility_section(analysis),
         _influencers_section(analysis),
+        *_score_sections(analysis, images, gallery_size),
         *(_released_section(name, frame, summary) for name, frame, summary in analysis.released),
     ]
     spec = run.spec
@@ -588,6 +589,151 @@ def _influencers_section(analysis: RunAnalysis) -> tuple[str, str, str]:
         )
     )
     return "influencers", name, content
+
+
+# ---- per-example scores -----------------------------------------------------------------
+def _score_sections(analysis: RunAnalysis, images, size: int) -> list[tuple[str, str, str]]:
+    saved = analysis.scores
+    if saved is None:
+        note = (
+            f'<p class="muted">Not computed yet: <code>tailscope scores {_e(analysis.run.path)}'
+            "</code> writes every per-example score of the run.</p>"
+        )
+        return [("scores", "Per-example scores", note)]
+    sections = [_difficulty_section(analysis, saved.train, images, size)]
+    if saved.lira is not None:
+        sections.append(_membership_section(saved.train, saved.lira, analysis, images, size))
+    if "label_quality" in saved.train or "label_quality" in saved.test:
+        sections.append(_label_section(saved, analysis, images, size))
+    return sections
+
+
+def _ends_gallery(
+    frame: pd.DataFrame, column: str, size: int, images, class_names, split="train", caption=None
+) -> str:
+    """Galleries of the ``size`` examples at each end of ``column``."""
+    ranked = frame.dropna(subset=[column]).sort_values([column, "index"])
+    out = ""
+    for title, part in (("Lowest", ranked.head(size)), ("Highest", ranked.tail(size)[::-1])):
+        out += f"<h3>{title} {_e(column)} ({split})</h3>" + _score_gallery(
+            part, column, images, class_names, split, caption
+        )
+    return out
+
+
+def _score_gallery(part: pd.DataFrame, column: str, images, class_names, split, caption=None):
+    if isinstance(images, str):
+        return f'<p class="muted">{_e(images)}</p>'
+    image = images.train if split == "train" else images.test
+    figures = []
+    for r in part.to_dict("records"):
+        text = caption(r) if caption else f"{_e(column)} {r[column]:.2f}"
+        figures.append(
+            f'<figure class="example">{image(int(r["index"]))}<figcaption>#{int(r["index"])} '
+            f"{_e(class_names[int(r['label'])])}<br>{text}</figcaption></figure>"
+        )
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def _difficulty_section(analysis: RunAnalysis, train: pd.DataFrame, images, size: int):
+    column = "cscore" if "cscore" in train else "heldout_acc"
+    described = (
+        "the C-score (Jiang et al. 2021): held-out accuracy averaged over the run's subset ratios"
+        if column == "cscore"
+        else "held-out accuracy (Data-OOB): the accuracy of the models that did not train on "
+        "the example (a run of several subset ratios also gives the C-score)"
+    )
+    values = train[column].to_numpy(dtype=float)
+    defined = values[np.isfinite(values)]
+    quantiles = np.quantile(defined, [0.01, 0.1, 0.5]) if len(defined) else [np.nan] * 3
+    content = (
+        f"<p>How typical an example is: {described}. Low values are the atypical and the "
+        "mislabeled.</p>"
+        + _table(
+            ["examples", "mean", "1%", "10%", "median", "below 0.5"],
+            [
+                [
+                    _num(len(defined)),
+                    _num(float(defined.mean()) if len(defined) else np.nan),
+                    *(_num(q) for q in quantiles),
+                    _pct(float((defined < 0.5).mean()) if len(defined) else np.nan),
+                ]
+            ],
+        )
+        + _ends_gallery(train, column, size, images, analysis.class_names)
+    )
+    return "difficulty", "Held-out accuracy and C-score", content
+
+
+def _membership_section(train, lira: dict, analysis: RunAnalysis, images, size: int):
+    summary = lira["summary"]
+    head = ["attack", *[k for k in summary[0] if k != "variant"]]
+    rows = [[_e(r["variant"]), *(_num(r[k], 4) for k in head[1:])] for r in summary]
+    by_mem = lira["vulnerability_by_memorization"]
+    bin_rows = [
+        [
+            _e(r["mem_bin"]),
+            _num(int(r["count"])),
+            _num(r["vulnerability_mean"]),
+            _num(r["vulnerability_se"]),
+            _num(r["vulnerability_median"]),
+        ]
+        for r in by_mem
+    ]
+    curves = {name: tuple(curve) for name, curve in lira["roc"].items()}
+    content = (
+        "<p>Membership inference (LiRA, Carlini et al. 2022), leave-one-model-out: every model "
+        "in turn is the target, the others are shadows; its training subset are the members. "
+        f"Models of subset ratio {lira['ratio']:g}. Online fits the example's in and out "
+        "logit-margin distributions, offline only the out one, <i>fixed</i> shares one "
+        "variance; <i>global</i> is the loss-threshold attack without shadows.</p>"
+        + _table(head, rows, text_columns=(0,))
+        + _plot(plots.roc_loglog(curves, summary), "attack ROC, log-log")
+        + "<h3>Vulnerability and memorization</h3><p>An example's vulnerability is the AUC of "
+        "its own in- against its out-of-subset logit margins (0.5: membership invisible). "
+        f"Spearman correlation with memorization {lira['spearman_vulnerability_mem']:.2f}.</p>"
+        + _table(["mem bin", "examples", "mean", "se", "median"], bin_rows, text_columns=(0,))
+        + _plot(
+            plots.vulnerability_plot(train["vulnerability"], train["mem"], by_mem),
+            "vulnerability against memorization",
+        )
+        + _ends_gallery(train, "vulnerability", size, images, analysis.class_names)
+    )
+    for line in lira.get("notes", []):
+        content += f'<p class="muted">{_e(line)}</p>'
+    return "membership", "Membership inference (LiRA)", content
+
+
+def _label_section(saved, analysis: RunAnalysis, images, size: int):
+    names = analysis.class_names
+    rows = []
+    for split, frame in (("train", saved.train), ("test", saved.test)):
+        if "label_issue" in frame:
+            flagged = int(frame["label_issue"].sum())
+            rows.append(
+                [split, _num(len(frame)), _num(flagged), _pct(flagged / max(len(frame), 1))]
+            )
+
+    def caption(r: dict) -> str:
+        suggested = r.get("suggested_label")
+        guess = "&ndash;" if pd.isna(suggested) else _e(names[int(suggested)])
+        given = _e(names[int(r["label"])])
+        return f"given {given}, suggested {guess}<br>quality {r['label_quality']:.2f}"
+
+    content = (
+        "<p>Label issues from the out-of-sample class probabilities (confident learning, "
+        "cleanlab): <code>label_quality</code> in [0, 1], low when another class is far more "
+        "probable than the given one; flagged below 0.25 (another class beats the given one "
+        "by 0.5).</p>" + _table(["split", "examples", "flagged", "share"], rows, text_columns=(0,))
+    )
+    for split, frame in (("test", saved.test), ("train", saved.train)):
+        if "label_quality" not in frame:
+            continue
+        flagged = frame[frame["label_issue"].astype(bool)].sort_values("label_quality")
+        content += f"<h3>Flagged {split} examples (lowest quality first)</h3>" + _score_gallery(
+            flagged.head(2 * size), "label_quality", images, names, split, caption
+        )
+    return "labels", "Label issues", content
 
 
 def _released_section(name: str, pairs: pd.DataFrame, summary: dict) -> tuple[str, str, str]:

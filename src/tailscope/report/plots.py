@@ -28,7 +28,9 @@ __all__ = [
     "marginal_utility_plot",
     "memorization_histogram",
     "pair_histograms",
+    "roc_loglog",
     "scatter_plot",
+    "vulnerability_plot",
 ]
 
 #: Small multiples per class are drawn up to this many classes (CIFAR-100 gets bars only).
@@ -190,4 +192,75 @@ def scatter_plot(a: ArrayLike, b: ArrayLike, label_a: str, label_b: str) -> str:
     ax.set_ylim(-0.5, 1)
     ax.set_xlabel(label_a)
     ax.set_ylabel(label_b)
+    return figure_uri(fig)
+
+
+#: Colours of the membership attacks.
+ATTACK_COLORS = {
+    "online": "#c0392b",
+    "online_fixed": "#e67e22",
+    "offline": "#3b6ea8",
+    "offline_fixed": "#7fa7d4",
+    "global": "#555555",
+}
+
+
+def roc_loglog(curves: dict[str, tuple[ArrayLike, ArrayLike]], summary: list[dict]) -> str:
+    """ROC curves of the membership attacks on log-log axes (where the low-FPR regime that
+    matters shows), with chance and each attack's AUC and TPR at 0.1% FPR in the legend."""
+    by_variant = {row["variant"]: row for row in summary}
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    lows = []
+    for name, (fpr, tpr) in curves.items():
+        fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+        keep = (fpr > 0) & (tpr > 0)
+        lows.append(fpr[keep].min() if keep.any() else 1e-3)
+        row = by_variant.get(name, {})
+        auc, tpr_low = row.get("auc", np.nan), 100 * row.get("tpr@0.001", np.nan)
+        label = f"{name}: AUC {auc:.3f}, TPR@0.1% {tpr_low:.2g}%"
+        ax.plot(fpr[keep], tpr[keep], color=ATTACK_COLORS.get(name), linewidth=1.4, label=label)
+    low = min(lows, default=1e-3)
+    ax.plot([low, 1], [low, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, 1)
+    ax.set_ylim(low, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("membership inference (leave-one-model-out)", fontsize=9)
+    return figure_uri(fig)
+
+
+def vulnerability_plot(vuln: ArrayLike, mem: ArrayLike, by_bin: list[dict]) -> str:
+    """Vulnerability against memorization: the examples (hexbin beyond 5,000) and the mean
+    vulnerability of each memorization bin with +-2 SE."""
+    vuln, mem = np.asarray(vuln, dtype=np.float64), np.asarray(mem, dtype=np.float64)
+    keep = ~(np.isnan(vuln) | np.isnan(mem))
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    if keep.sum() > 5000:
+        ax.hexbin(
+            mem[keep], vuln[keep], gridsize=50, bins="log", cmap="Blues", extent=(-0.5, 1, 0, 1)
+        )
+    else:
+        ax.scatter(mem[keep], vuln[keep], s=4, alpha=0.4, color="#3b6ea8")
+    rows = [r for r in by_bin if r["count"]]
+    centers = [
+        np.clip((max(r["mem_low"], -0.5) + min(r["mem_high"], 1)) / 2, -0.5, 1) for r in rows
+    ]
+    ax.errorbar(
+        centers,
+        [r["vulnerability_mean"] for r in rows],
+        yerr=[2 * np.nan_to_num(r["vulnerability_se"]) for r in rows],
+        color="#c0392b",
+        marker="o",
+        capsize=3,
+        label="bin mean +- 2 SE",
+    )
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(-0.5, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("memorization")
+    ax.set_ylabel("vulnerability (AUC of in vs out phi)")
+    ax.legend(fontsize=8, loc="lower right")
     return figure_uri(fig)

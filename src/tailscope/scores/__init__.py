@@ -38,7 +38,6 @@ from tailscope.scores.lira import (
     lira_loo_scores,
     lira_scores,
 )
-from tailscope.scores.plots import roc_figure, vulnerability_figure
 from tailscope.scores.roc import Roc, roc, roc_from_scores
 from tailscope.scores.table import ScoreTables, compute_scores
 from tailscope.scores.vulnerability import vulnerability, vulnerability_by_memorization
@@ -65,9 +64,7 @@ __all__ = [
     "lira_scores",
     "load_released_cscores",
     "roc",
-    "roc_figure",
     "roc_from_scores",
     "vulnerability",
     "vulnerability_by_memorization",
-    "vulnerability_figure",
 ]

@@ -12,10 +12,11 @@ Train columns, in order (each only when its inputs are there):
 - ``cscore``, ``cscore_se``: the C-score (two or more distinct ratios);
 - ``lira_online``, ``lira_offline``, ``lira_fixed``: per-example TPR of each LiRA variant
   (online, offline, online with fixed variance) at the global threshold of 0.1% FPR, over
-  the leave-one-model-out targets that trained on the example (masks, phi_train); in a
-  multi-ratio run over the models of the ratio nearest 0.5 only (a note says so);
-- ``vulnerability``, ``vulnerability_se``: AUC of the example's in vs out phi (masks,
-  phi_train), in a multi-ratio run over in/out pairs of the same ratio;
+  the leave-one-model-out targets that trained on the example (masks, phi_train), among
+  the models ``membership_models`` (in a multi-ratio run: one ratio's; shadows of mixed
+  ratios confound membership with the ratio);
+- ``vulnerability``, ``vulnerability_se``: AUC of the example's in vs out phi among the
+  same models;
 - ``label_quality``, ``label_issue``, ``suggested_label``: from the out-of-sample
   probabilities (oos_prob_train; needs cleanlab). ``suggested_label`` is a nullable Int64.
 
@@ -137,6 +138,7 @@ def compute_scores(
     correct_train: ArrayLike | None = None,
     correct_test: ArrayLike | None = None,
     phi_train: ArrayLike | None = None,
+    membership_models: ArrayLike | None = None,
     oos_prob_train: ArrayLike | None = None,
     oos_prob_test: ArrayLike | None = None,
     train_index: ArrayLike | None = None,
@@ -153,6 +155,8 @@ def compute_scores(
         masks: (K, n) subset membership; ratios: (K,) subset ratio per model.
         correct_train, correct_test: (K, n), (K, t) correctness.
         phi_train: (K, n) logit margins on the train examples.
+        membership_models: rows of ``masks``/``phi_train`` LiRA and the vulnerability use
+            (default: all; give one ratio's models in a multi-ratio run).
         oos_prob_train, oos_prob_test: (n, C), (t, C) out-of-sample class probabilities.
         train_index, test_index: the examples' ids in their splits (default 0..n-1).
         source: how the skip reasons name where the inputs came from, e.g.
@@ -207,19 +211,8 @@ def compute_scores(
     # Membership inference.
     lira = None
     if masks is not None and phi_train is not None:
-        strata = ratios if levels is not None and len(levels) > 1 else None
-        lira_masks, lira_phi = masks, phi_train
-        if strata is not None:
-            # LiRA on the models of one ratio (shadows of mixed ratios confound membership
-            # with the ratio, see lira.py): the ratio nearest 0.5, the paper's setting.
-            ratio = levels[np.argmin(np.abs(levels - 0.5))]
-            rows = np.flatnonzero(np.isclose(np.asarray(ratios, dtype=np.float64), ratio))
-            lira_masks, lira_phi = masks[rows], phi_train[rows]
-            notes.append(
-                f"lira: evaluated on the {len(rows)} models of ratio {ratio:g} (targets "
-                "numbered among them); shadows of mixed ratios would confound membership "
-                "with the ratio"
-            )
+        rows = slice(None) if membership_models is None else np.asarray(membership_models)
+        lira_masks, lira_phi = np.asarray(masks[rows]), np.asarray(phi_train[rows])
         try:
             lira = lira_evaluation(lira_masks, lira_phi, **dict(lira_options or {}))
         except DataError as err:
@@ -229,7 +222,7 @@ def compute_scores(
                 if variant in lira.example_tpr:
                     train[column] = lira.example_tpr[variant]
         train["vulnerability"], train["vulnerability_se"] = vulnerability(
-            masks, phi_train, strata, chunk_size=chunk_size
+            lira_masks, lira_phi, chunk_size=chunk_size
         )
     else:
         skipped.append(
