@@ -274,7 +274,7 @@ def test_resuming_keeps_the_runs_precision_and_refuses_another(tmp_path, capsys,
     assert "precision" in line
     monkeypatch.setattr(precision, "bf16_is_native", lambda device="cpu": False)
     assert main(["train", str(path), "--precision", "auto", "--quiet"]) == 0  # never a conflict
-    assert "2 of 4 models of mlp on cpu in bf16 (emulated" in capsys.readouterr().out
+    assert "2 more of 4 models of mlp on cpu in bf16 (emulated" in capsys.readouterr().out
     assert json.loads((path / "spec.json").read_text())["precision"] == "bf16"
 
 

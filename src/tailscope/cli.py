@@ -336,9 +336,11 @@ def _train(args: argparse.Namespace) -> int:
 def _train_run(run, quiet: bool, device: str = "cpu", **options) -> int:
     start = time.perf_counter()
     before = run.n_finished
-    if before < run.n_models:
+    limit = min(options.get("max_models") or run.n_models, run.n_models)
+    if before < limit:
+        what = "up to " if options.get("until_se") is not None else ""
         print(
-            f"{run.path}: training {run.n_models - before} of {run.n_models} models of "
+            f"{run.path}: training {what}{limit - before} more of {run.n_models} models of "
             f"{run.spec.recipe['name']} on {device} in {_precision_note(run, device)}"
         )
     try:
