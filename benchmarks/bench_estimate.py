@@ -4,9 +4,12 @@ Each task runs in its own subprocess on the same synthetic data (drawn there fro
 seed), so that its peak resident memory is its own:
 
 - ``memorization``: ``tailscope.estimate.memorization(masks, correct_train)``;
+- ``memorization`` includes its exact p-values, q-values and intervals;
 - ``influence``: ``tailscope.estimate.influence(masks, correct_test, top_k=10,
   threshold=0.15)``, the top-10 train examples of every test example and every pair with
   influence >= 0.15 (exact counts: the inputs are 0/1);
+- ``influence fdr``: the same with ``fdr=0.1``: the findings, Benjamini-Hochberg over all
+  n x t pairs with exact one-sided p-values (streamed: no n x t array);
 - ``dense matmul``: one float32 ``torch.mm`` of the same shape, ``masks^T (n, K) @
   correct_test (K, t)``, the core of the dense influence matrix and nothing else.
 
@@ -31,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-TASKS = ("memorization", "influence", "dense matmul")
+TASKS = ("memorization", "influence", "influence fdr", "dense matmul")
 
 
 def synthetic_run(n_models: int, n_train: int, n_test: int) -> dict[str, np.ndarray]:
@@ -73,6 +76,12 @@ def run_task(task: str, n_models: int, n_train: int, n_test: int) -> dict[str, o
     elif task == "influence":
         result = influence(data["masks"], data["correct_test"], top_k=10, threshold=0.15)
         detail = f"{len(result.pairs)} pairs >= 0.15"
+    elif task == "influence fdr":
+        result = influence(data["masks"], data["correct_test"], top_k=10, threshold=0.15, fdr=0.1)
+        detail = (
+            f"{len(result.pairs)} findings >= 0.15 at FDR 0.1 of {result.n_tests:,} tests "
+            f"(cutoff {result.cutoff:.2g})"
+        )
     else:
         left = torch.from_numpy(data["masks"]).T.to(torch.float32)  # (n, K)
         right = torch.from_numpy(data["correct_test"]).to(torch.float32)  # (K, t)
@@ -125,13 +134,13 @@ def main() -> None:
 
     dense = next(r for r in results if r["task"] == "dense matmul")
     header = (
-        f"{'task':<14}{'seconds':>9}{'vs dense':>10}{'peak RSS MB':>13}{'of it inputs':>14}  detail"
+        f"{'task':<15}{'seconds':>9}{'vs dense':>10}{'peak RSS MB':>13}{'of it inputs':>14}  detail"
     )
     print("\n" + header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r['task']:<14}{r['seconds']:>9.2f}{r['seconds'] / dense['seconds']:>10.2f}"
+            f"{r['task']:<15}{r['seconds']:>9.2f}{r['seconds'] / dense['seconds']:>10.2f}"
             f"{r['peak_rss_mb']:>13.0f}{r['data_rss_mb']:>14.0f}  {r['detail']}"
         )
 

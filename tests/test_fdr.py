@@ -89,8 +89,8 @@ def test_dense_qvalues_keep_the_shape_and_ignore_nan_in_n():
     [
         (lambda: bh_qvalues([0.1, 1.5]), "p must hold p-values in"),
         (lambda: bh_qvalues([0.1], method="holm"), "method must be one of"),
-        (lambda: bh_reject([0.1], q=0), r"q must be in \(0, 1\)"),
-        (lambda: bh_reject([0.1], q="x"), "q must be a number"),
+        (lambda: bh_reject([0.1], q=0), r"q must be a finite number in \(0, 1\)"),
+        (lambda: bh_reject([0.1], q="x"), "q must be a finite number"),
     ],
 )
 def test_dense_bad_arguments_raise_data_error(call, message):
@@ -168,10 +168,10 @@ def test_streaming_refuses_a_pass_that_sees_other_data_and_use_after_result():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"q": 1.0}, r"q must be in \(0, 1\)"),
+        ({"q": 1.0}, r"q must be a finite number in \(0, 1\)"),
         ({"method": "bonferroni"}, "method must be one of"),
-        ({"max_kept": -1}, "max_kept must be >= 0"),
-        ({"bins_per_decade": 0}, "bins_per_decade must be a positive integer"),
+        ({"max_kept": -1}, "max_kept must be an integer >= 0"),
+        ({"bins_per_decade": 0}, "bins_per_decade must be an integer >= 1"),
         ({"bins_per_decade": 32, "decades": 10}, "must be <= 254"),
         ({"decades": 30, "bins_per_decade": 8}, "use fewer decades"),
     ],
@@ -350,7 +350,7 @@ def test_influence_fdr_pvalues_check_their_pairs():
 
 def test_influence_fdr_checks_its_inputs():
     hits = np.array([3, 5, 0])
-    with pytest.raises(DataError, match="n_models must be >= 2"):
+    with pytest.raises(DataError, match="n_models must be an integer >= 2"):
         InfluenceFDR(1, hits)
     with pytest.raises(DataError, match="test_hits must lie in"):
         InfluenceFDR(4, hits)

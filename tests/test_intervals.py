@@ -138,8 +138,8 @@ def test_undefined_estimates_are_nan():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"confidence": 1.0}, r"confidence must be in \(0, 1\)"),
-        ({"confidence": "high"}, "confidence must be a number"),
+        ({"confidence": 1.0}, r"confidence must be a finite number in \(0, 1\)"),
+        ({"confidence": "high"}, "confidence must be a finite number"),
         ({"method": "exact"}, "method must be one of"),
     ],
 )

@@ -111,9 +111,9 @@ def test_models_needed_falls_with_the_effect_and_handles_twenty_thousand_models(
         (lambda: models_needed(0.2, 0.0, 0.5), r"alpha must be in \(0, 1\)"),
         (lambda: models_needed(0.2, 1e-3, 1.5), r"base_rate must be in \[0, 1\]"),
         (lambda: models_needed(0.2, 1e-3, 0.5, power=1.0), r"power must be in \(0, 1\)"),
-        (lambda: detection_power(0.2, 1e-3, 0.5, 0), "n_models must be a positive integer"),
+        (lambda: detection_power(0.2, 1e-3, 0.5, 0), "n_models must be an integer >= 1"),
         (lambda: detection_power(0.2, 1e-3, 0.5, 10, ratio=1.0), r"ratio must be in \(0, 1\)"),
-        (lambda: detection_power("big", 1e-3, 0.5, 10), "effect must be a number"),
+        (lambda: detection_power("big", 1e-3, 0.5, 10), "effect must be a finite number"),
     ],
 )
 def test_bad_arguments_raise_data_error(call, message):

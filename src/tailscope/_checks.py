@@ -41,11 +41,11 @@ def check_scalar(
         kind = "an integer" if target_type is int else "a finite number"
         brackets = "[]" if inclusive else "()"
         if min_val is not None and max_val is not None:
-            kind += f" in {brackets[0]}{min_val}, {max_val}{brackets[1]}"
+            kind += f" in {brackets[0]}{min_val:g}, {max_val:g}{brackets[1]}"
         elif min_val is not None:
-            kind += f" {'>=' if inclusive else '>'} {min_val}"
+            kind += f" {'>=' if inclusive else '>'} {min_val:g}"
         elif max_val is not None:
-            kind += f" {'<=' if inclusive else '<'} {max_val}"
+            kind += f" {'<=' if inclusive else '<'} {max_val:g}"
         raise DataError(f"{name} must be {kind}, got {value!r}")
     return value
 

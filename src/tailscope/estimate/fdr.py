@@ -40,6 +40,7 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.special import digamma
 
+from tailscope._checks import check_choice, check_scalar
 from tailscope.errors import DataError
 from tailscope.estimate.significance import hypergeom_tail_window, hypergeom_upper_tail
 
@@ -66,19 +67,11 @@ _NARROW_GROUPS = 64
 
 
 def _check_method(method: object) -> str:
-    if method not in METHODS:
-        raise DataError(f"method must be one of {METHODS}, got {method!r}")
-    return str(method)
+    return str(check_choice(method, "method", METHODS))
 
 
 def _check_level(q: object) -> float:
-    try:
-        value = float(q)
-    except (TypeError, ValueError):
-        raise DataError(f"q must be a number in (0, 1), got {q!r}") from None
-    if not 0.0 < value < 1.0:
-        raise DataError(f"q must be in (0, 1), got {value}")
-    return value
+    return check_scalar(q, "q", float, min_val=0.0, max_val=1.0, inclusive=False)
 
 
 def _check_pvalues(p: ArrayLike, name: str = "p") -> np.ndarray:
@@ -250,12 +243,8 @@ class _StreamingCore:
         self.level = _check_level(q)
         self.method = _check_method(method)
         for name, value in (("bins_per_decade", bins_per_decade), ("decades", decades)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise DataError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(max_kept, bool) or not isinstance(max_kept, int | np.integer):
-            raise DataError(f"max_kept must be a non-negative integer, got {max_kept!r}")
-        if max_kept < 0:
-            raise DataError(f"max_kept must be >= 0, got {max_kept}")
+            check_scalar(value, name, int, min_val=1)
+        check_scalar(max_kept, "max_kept", int, min_val=0)
         n_edges = int(bins_per_decade) * int(decades) + 1
         if n_edges > 255:
             raise DataError(
@@ -644,11 +633,7 @@ class InfluenceFDR(_StreamingCore):
     ) -> None:
         coarse = tuple(round(c * bins_per_decade / 16) for c in self.COARSE)
         super().__init__(q, method, bins_per_decade, decades, max_kept, coarse=coarse)
-        if isinstance(n_models, bool) or not isinstance(n_models, int | np.integer):
-            raise DataError(f"n_models must be an integer >= 2, got {n_models!r}")
-        if n_models < 2:
-            raise DataError(f"n_models must be >= 2, got {n_models}")
-        self.n_models = int(n_models)
+        self.n_models = check_scalar(n_models, "n_models", int, min_val=2)
         hits = np.asarray(test_hits)
         if hits.ndim != 1 or not np.issubdtype(hits.dtype, np.integer):
             raise DataError(f"test_hits must be a 1-D integer array, got {hits.dtype} {hits.shape}")

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from tailscope.errors import DataError
+from tailscope._checks import check_choice, check_scalar
 from tailscope.estimate.significance import check_counts
 
 __all__ = ["INTERVAL_METHODS", "difference_interval"]
@@ -52,14 +52,8 @@ def difference_interval(
         ``k_out`` is 0.
     """
     hits_in, k_in, hits_out, k_out = check_counts(hits_in, k_in, hits_out, k_out)
-    try:
-        level = float(confidence)
-    except (TypeError, ValueError):
-        raise DataError(f"confidence must be a number in (0, 1), got {confidence!r}") from None
-    if not 0.0 < level < 1.0:
-        raise DataError(f"confidence must be in (0, 1), got {level}")
-    if method not in INTERVAL_METHODS:
-        raise DataError(f"method must be one of {INTERVAL_METHODS}, got {method!r}")
+    level = check_scalar(confidence, "confidence", float, min_val=0, max_val=1, inclusive=False)
+    check_choice(method, "method", INTERVAL_METHODS)
     z = float(norm.isf((1.0 - level) / 2.0))
     x, n1, y, n2 = (a.astype(np.float64) for a in (hits_in, k_in, hits_out, k_out))
     defined = (n1 > 0) & (n2 > 0)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 from scipy.stats import binom, norm
 
+from tailscope._checks import check_scalar
 from tailscope.errors import DataError
 from tailscope.estimate.significance import hypergeom_tail_window, hypergeom_upper_tail
 
@@ -46,12 +47,7 @@ def _check_probability(value: object, name: str, *, open_low: bool, open_high: b
 
 
 def _rates(effect: object, base_rate: object) -> tuple[float, float]:
-    try:
-        size = float(effect)
-    except (TypeError, ValueError):
-        raise DataError(f"effect must be a number, got {effect!r}") from None
-    if not np.isfinite(size):
-        raise DataError(f"effect must be finite, got {effect!r}")
+    size = check_scalar(effect, "effect", float)
     p_out = _check_probability(base_rate, "base_rate", open_low=False, open_high=False)
     return min(max(p_out + size, 0.0), 1.0), p_out
 
@@ -141,8 +137,7 @@ def detection_power(
     p_in, p_out = _rates(effect, base_rate)
     level = _check_probability(alpha, "alpha", open_low=True, open_high=True)
     share = _check_probability(ratio, "ratio", open_low=True, open_high=True)
-    if isinstance(n_models, bool) or not isinstance(n_models, int | np.integer) or n_models < 1:
-        raise DataError(f"n_models must be a positive integer, got {n_models!r}")
+    check_scalar(n_models, "n_models", int, min_val=1)
     k_in, _ = _split(int(n_models), share)
     return _power(int(n_models), k_in, p_in, p_out, level)
 
@@ -175,8 +170,7 @@ def models_needed(
     level = _check_probability(alpha, "alpha", open_low=True, open_high=True)
     share = _check_probability(ratio, "ratio", open_low=True, open_high=True)
     target = _check_probability(power, "power", open_low=True, open_high=True)
-    if isinstance(max_models, bool) or not isinstance(max_models, int | np.integer):
-        raise DataError(f"max_models must be an integer >= 2, got {max_models!r}")
+    check_scalar(max_models, "max_models", int, min_val=2)
 
     def exact(n_models: int) -> float:
         return _power(n_models, _split(n_models, share)[0], p_in, p_out, level)

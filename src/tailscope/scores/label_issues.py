@@ -31,6 +31,7 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import ArrayLike
 
+from tailscope._checks import check_choice
 from tailscope.errors import DataError, TailscopeError
 from tailscope.scores._checks import check_labels, check_probabilities, warn_undefined
 
@@ -117,8 +118,7 @@ def label_issues(
     probs = check_probabilities(oos_prob, "oos_prob")
     n, n_classes = probs.shape
     labels = check_labels(labels, n, "labels", n_classes)
-    if rule not in RULES:
-        raise DataError(f"rule must be one of {RULES}, got {rule!r}")
+    check_choice(rule, "rule", RULES)
     if rule == "margin" and not (np.isfinite(threshold) and 0 < threshold <= 0.5):
         raise DataError(f"threshold must be in (0, 0.5], got {threshold!r}")
 

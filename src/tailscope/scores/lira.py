@@ -50,6 +50,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import special
 
+from tailscope._checks import check_choice, check_scalar
 from tailscope.errors import DataError
 from tailscope.estimate._validation import check_same_models
 from tailscope.scores._checks import (
@@ -224,9 +225,7 @@ def _score(
 
 
 def _check_variant(variant: str) -> str:
-    if variant not in VARIANTS:
-        raise DataError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return variant
+    return str(check_choice(variant, "variant", VARIANTS))
 
 
 def _check_floor(var_floor: float) -> float:
@@ -479,8 +478,7 @@ def lira_evaluation(
     """
     variants = [_check_variant(v) for v in variants]
     var_floor = _check_floor(var_floor)
-    if not 0 < example_fpr < 1:
-        raise DataError(f"example_fpr must be in (0, 1), got {example_fpr!r}")
+    check_scalar(example_fpr, "example_fpr", float, min_val=0, max_val=1, inclusive=False)
     loo = _leave_one_out(masks, phi, targets, chunk_size)
     positive = loo.member & loo.valid
     negative = ~loo.member & loo.valid
