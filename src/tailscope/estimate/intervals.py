@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from tailscope._checks import check_choice, check_scalar
 from tailscope.estimate.significance import check_counts
@@ -54,7 +54,7 @@ def difference_interval(
     hits_in, k_in, hits_out, k_out = check_counts(hits_in, k_in, hits_out, k_out)
     level = check_scalar(confidence, "confidence", float, min_val=0, max_val=1, inclusive=False)
     check_choice(method, "method", INTERVAL_METHODS)
-    z = float(norm.isf((1.0 - level) / 2.0))
+    z = float(ndtri(1.0 - (1.0 - level) / 2.0))
     x, n1, y, n2 = (a.astype(np.float64) for a in (hits_in, k_in, hits_out, k_out))
     defined = (n1 > 0) & (n2 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import binom, norm
 
 from tailscope._checks import check_scalar
 from tailscope.errors import DataError
@@ -88,6 +87,8 @@ def critical_counts(n_models: int, k_in: int, hits: np.ndarray, alpha: float) ->
 
 def _support(n: int, p: float) -> np.ndarray:
     """The counts of Bin(n, p) outside of which lies at most ``_TAIL_MASS`` per side."""
+    from scipy.stats import binom  # ~0.5 s to import: only when needed
+
     if n == 0:
         return np.zeros(1, dtype=np.int64)
     low = int(binom.ppf(_TAIL_MASS, n, p)) if p > 0 else 0
@@ -97,6 +98,8 @@ def _support(n: int, p: float) -> np.ndarray:
 
 
 def _power(n_models: int, k_in: int, p_in: float, p_out: float, alpha: float) -> float:
+    from scipy.stats import binom  # ~0.5 s to import: only when needed
+
     k_out = n_models - k_in
     if k_in < 1 or k_out < 1:
         return 0.0
@@ -161,6 +164,8 @@ def models_needed(
     / effect^2``. ``None`` when even ``max_models`` models fall short. Exact power costs
     ~10-100 ms per K (K up to ~20,000), so a call takes well under a few seconds.
     """
+    from scipy.stats import norm  # ~0.5 s to import: only when needed
+
     p_in, p_out = _rates(effect, base_rate)
     if not p_in > p_out:
         raise DataError(

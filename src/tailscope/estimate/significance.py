@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import binom, hypergeom
 
 from tailscope.errors import DataError
 
@@ -165,6 +164,8 @@ def _hypergeom_pmf(x: np.ndarray, K: np.ndarray, h: np.ndarray, k: np.ndarray) -
     underflow, it falls back to ``exp(logpmf)``.
     """
     r = k / K
+    from scipy.stats import binom, hypergeom  # ~0.5 s to import: only when needed
+
     pmf = binom.pmf(x, h, r) * binom.pmf(k - x, K - h, r) / binom.pmf(k, K, r)
     tiny = pmf < 1e-280
     if tiny.any():

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 from tailscope.errors import DataError, DatasetNotAvailableError
 from tailscope.scores._checks import check_labels, warn_undefined
@@ -128,10 +127,17 @@ def compare_cscores(ours: ArrayLike, released: ArrayLike, tail: float = 0.9) -> 
         return float(fn(a, b).statistic)
 
     return {
-        "pearson": correlation(stats.pearsonr, ours[defined], released[defined]),
+        "pearson": correlation(_stats().pearsonr, ours[defined], released[defined]),
         "n": int(defined.sum()),
         "n_undefined": int((~defined).sum()),
         "tail": float(tail),
-        "spearman_tail": correlation(stats.spearmanr, ours[in_tail], released[in_tail]),
+        "spearman_tail": correlation(_stats().spearmanr, ours[in_tail], released[in_tail]),
         "n_tail": int(in_tail.sum()),
     }
+
+
+def _stats():
+    """``scipy.stats``, imported on first use (~0.5 s)."""
+    from scipy import stats
+
+    return stats
