@@ -13,9 +13,8 @@ from scipy.special import expit
 from scipy.stats import norm
 
 from tailscope.errors import DataError
-from tailscope.estimate import memorization_counts
-from tailscope.estimate.fdr import InfluenceFDR, bh_reject
-from tailscope.estimate.significance import fisher_pvalues
+from tailscope.estimate import influence, memorization, memorization_counts
+from tailscope.estimate.fdr import bh_reject
 from tailscope.estimate.synthetic import planted_run
 
 # --- the generator ---------------------------------------------------------------------------
@@ -98,21 +97,13 @@ def test_bad_arguments_raise_data_error(kwargs, message):
 
 
 def influence_findings(run, method="bh", q=0.1):
-    """Fisher-BH over all n x t pairs (streamed in chunks of train columns), the plain
-    infl >= 0.15 rule, and the Fisher-BH memorization findings."""
-    masks, correct = run.masks, run.correct_test
-    n_models, n_train = masks.shape
-    in_count = (correct.T.astype(np.float32) @ masks.astype(np.float32)).astype(np.int32)
-    k_in, hits = masks.sum(0), correct.sum(0)
-    fdr = InfluenceFDR(n_models, hits, q=q, method=method)
-    for _ in fdr.passes():
-        for cols in np.array_split(np.arange(n_train), 6):
-            fdr.observe(in_count[:, cols], k_in[cols], cols)
-    found = fdr.result()
-    infl = in_count / k_in - (hits[:, None] - in_count) / (n_models - k_in)
-    threshold_test, threshold_train = np.nonzero(infl >= 0.15)
-    mem_p = fisher_pvalues(*memorization_counts(masks, run.correct_train))
-    return found, (threshold_train, threshold_test), np.flatnonzero(bh_reject(mem_p, q))
+    """What the public estimators report: Fisher-BH findings over all n x t pairs
+    (``influence(fdr=q)``, streamed over chunks of train rows), the paper's plain
+    infl >= 0.15 rule (``influence(threshold=0.15)``), and the memorization findings."""
+    found = influence(run.masks, run.correct_test, fdr=q, method=method, chunk_size=512)
+    plain = influence(run.masks, run.correct_test, threshold=0.15, chunk_size=512).pairs
+    mem = memorization(run.masks, run.correct_train, method=method)
+    return found, (plain.train_pos, plain.test_pos), np.flatnonzero(mem.q <= q)
 
 
 def proportions(run, train, test):
@@ -131,8 +122,8 @@ def acceptance(seeds, method="bh"):
         run = planted_run(256, 3000, 1500, 60, n_memorized=60, random_state=seed)
         found, threshold, mem = influence_findings(run, method)
         assert found.n_tests == 3000 * 1500
-        assert (found.q <= 0.1).all()
-        a, b = proportions(run, found.train, found.test)
+        assert (found.pairs.q <= 0.1).all()
+        a, b = proportions(run, found.pairs.train_pos, found.pairs.test_pos)
         fdp.append(a)
         recall.append(b)
         threshold_fdp.append(proportions(run, *threshold)[0])
