@@ -53,7 +53,8 @@ def main() -> None:
     own, test = fit(run)
     est = run.estimate()
     print(
-        f"{run.path}: {spec.dataset.name}, recipe {spec.recipe}, precision {spec.precision}, "
+        f"{run.path}: {spec.dataset.name}, recipe {spec.recipe['name']} "
+        f"({spec.recipe['epochs']} epochs, lr {spec.recipe['lr']}), precision {spec.precision}, "
         f"K = {est.n_models} finished of {spec.n_models}"
     )
     print(f"fit: accuracy on the models' own subsets {100 * own:.2f}%, test {100 * test:.2f}%")
@@ -76,12 +77,14 @@ def main() -> None:
             halves = split_half(est, random_state=seed)
             for name, (a, b) in (("A->B", halves), ("B->A", halves[::-1])):
                 row = agreement(a, b, infl=args.infl, mem=args.mem, fdr=fdr)
+                both_empty = row["pairs_a"] == row["pairs_b"] == 0
+                jaccard_pairs = "- (no pairs)" if both_empty else f"{row['jaccard_pairs']:.2f}"
                 print(
                     f"  split-half seed {seed} {name}: K/2 = {a.n_models}; memorization "
                     f"findings {row['mem_findings_a']:,}, replicated "
                     f"{_share(row['mem_replicated'])}; pair findings {row['pairs_a']:,}, "
                     f"replicated {_share(row['pairs_replicated'])}; Jaccard of the pairs "
-                    f"{row['jaccard_pairs']:.2f}"
+                    f"{jaccard_pairs}"
                 )
 
 

@@ -145,13 +145,17 @@ def _running_chunk_pids(head_pid: int) -> list[int]:
 
 
 def _kill_a_chunk_mid_run(head_pid: int, run, killed: list[int], stop: threading.Event) -> None:
-    """Once a chunk is written, SIGKILL one worker that is training another chunk."""
+    """SIGKILL the first worker seen training a chunk.
+
+    The first chunks are the safest targets: a fresh worker's first task starts by
+    importing tailscope and torch, so it runs for a second or more, while on a loaded
+    machine waiting for a later chunk could find every chunk already done (seen once in
+    six suite runs)."""
     while not stop.is_set():
-        if np.asarray(run.store.done).any():
-            for pid in _running_chunk_pids(head_pid):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
+        for pid in _running_chunk_pids(head_pid):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
         time.sleep(0.01)
 
 
