@@ -9,6 +9,11 @@ every estimator runs on the same draw. Reported per (K, estimator):
 
 - **RMSE**: ``sqrt(max(mean_i (mem_hat - mem_ref)^2 - mean_i var_ref_i, 0))``, the error
   against the truth once the reference's own noise is taken out, averaged over repeats;
+- estimators: ``plain``; ``covariate``, adjusted for each model's test accuracy;
+  ``covariate (class)``, for each model's test accuracy on the example's class (per model
+  and example: closer to the example, but a training example can move its class's test
+  accuracy, which the adjustment then takes out of its memorization); ``margin``;
+  ``shrunk`` (``--bins`` out-rate bins);
 - **SE/RMSE**: the estimator's root mean squared reported SE over that RMSE (1 = honest SEs);
 - **bias by decile** of reference memorization. Deciles chosen and errors measured on the
   same noisy reference would show regression to the mean (its top decile is too high by
@@ -43,12 +48,13 @@ DECILES = 10
 
 
 def estimators(bins: int) -> dict:
-    """name -> function(masks, correct, margins, quality) -> (estimate, se)."""
+    """name -> function(masks, correct, margins, quality, class_quality) -> (estimate, se)."""
     return {
-        "plain": lambda m, c, g, q: plain(m, c),
-        "covariate": lambda m, c, g, q: covariate_adjusted(m, c, q),
-        "margin": lambda m, c, g, q: margin_based(m, g),
-        "shrunk": lambda m, c, g, q: shrunk(m, c, bins=bins),
+        "plain": lambda m, c, g, q, qc: plain(m, c),
+        "covariate": lambda m, c, g, q, qc: covariate_adjusted(m, c, q),
+        "covariate (class)": lambda m, c, g, q, qc: covariate_adjusted(m, c, qc),
+        "margin": lambda m, c, g, q, qc: margin_based(m, g),
+        "shrunk": lambda m, c, g, q, qc: shrunk(m, c, bins=bins),
     }
 
 
@@ -60,10 +66,18 @@ def load(path: str, ref_models: int, ratio: float):
     store = run.store
     masks = np.asarray(store.masks[models])
     correct = store.rows("correct_train", models)
-    quality = store.rows("correct_test", models).mean(axis=1)
+    correct_test = store.rows("correct_test", models)
+    quality = correct_test.mean(axis=1)
+    # Each model's test accuracy on each class: (K, C), a covariate per model and example.
+    y_test, y_train = np.asarray(store.y_test), np.asarray(store.y_train)
+    classes = np.unique(y_test)
+    by_class = np.stack([correct_test[:, y_test == c].mean(axis=1) for c in classes], axis=1)
+    class_of = np.searchsorted(classes, y_train)
+    if not np.array_equal(classes[np.minimum(class_of, len(classes) - 1)], y_train):
+        raise SystemExit(f"{path}: a train label has no test example")
     pool = np.arange(ref_models, len(models))
     margins = store.rows("margin_train", models[pool])
-    return run, models, masks, correct, quality, pool, margins
+    return run, models, masks, correct, quality, (by_class, class_of), pool, margins
 
 
 def draws(rng, pool_size: int, k: int, repeats: int):
@@ -125,7 +139,9 @@ def decile_means(values: np.ndarray, decile: np.ndarray, use: np.ndarray) -> np.
 
 
 def bench_run(path, ref_models, ks, repeats, ratio, bins, seed):
-    run, models, masks, correct, quality, pool, margins = load(path, ref_models, ratio)
+    run, models, masks, correct, quality, (by_class, class_of), pool, margins = load(
+        path, ref_models, ratio
+    )
     n = masks.shape[1]
     ref, ref_se = plain(masks[:ref_models], correct[:ref_models])
     var_ref = ref_se**2
@@ -169,10 +185,11 @@ def bench_run(path, ref_models, ks, repeats, ratio, bins, seed):
         for draw in draws(rng, len(pool), k, n_draws):
             rows = pool[draw]
             m, c, g = masks[rows], correct[rows], margins[draw]
+            class_quality = by_class[rows][:, class_of]
             out = {}
             for name, function in functions.items():
                 start = time.perf_counter()
-                out[name] = function(m, c, g, quality[rows])
+                out[name] = function(m, c, g, quality[rows], class_quality)
                 acc[name]["seconds"] += time.perf_counter() - start
             use = known & np.logical_and.reduce([np.isfinite(e) for e, _ in out.values()])
             base = out["plain"][0]

@@ -123,6 +123,22 @@ def test_covariate_adjusted_is_ols_with_hc0_standard_errors():
         assert se[i] == pytest.approx(np.sqrt(sandwich[1, 1]), abs=1e-12)
 
 
+def test_covariate_adjusted_with_a_covariate_per_model_and_example():
+    rng = np.random.default_rng(6)
+    masks = rng.random((60, 9)) < 0.7
+    quality = rng.normal(size=(60, 9))
+    correct = rng.random((60, 9)) < expit(0.5 + quality)
+    estimate, se = covariate_adjusted(masks, correct, quality, chunk_size=4)
+    for i in range(9):
+        alone = covariate_adjusted(masks[:, [i]], correct[:, [i]], quality[:, i])
+        assert estimate[i] == pytest.approx(alone[0][0], abs=1e-12)
+        assert se[i] == pytest.approx(alone[1][0], abs=1e-12)
+    quality[:, 3] = 0.8  # no variation in one column: the plain estimate there
+    estimate, se = covariate_adjusted(masks, correct, quality)
+    d, s = plain(masks, correct)
+    assert (estimate[3], se[3]) == (pytest.approx(d[3]), pytest.approx(s[3]))
+
+
 def test_covariate_adjusted_without_quality_variation_is_the_plain_estimator():
     run = planted_run(50, 40, 10, 0, n_memorized=5, random_state=2)
     estimate, se = covariate_adjusted(run.masks, run.correct_train, np.full(50, 0.9))
@@ -244,6 +260,8 @@ def test_inputs_are_validated():
         covariate_adjusted(masks, correct[:3], np.zeros(4))
     with pytest.raises(DataError, match="quality"):
         covariate_adjusted(masks, correct, np.zeros(3))
+    with pytest.raises(DataError, match="quality"):
+        covariate_adjusted(masks, correct, np.zeros((4, 2)))
     with pytest.raises(DataError, match="quality"):
         covariate_adjusted(masks, correct, np.array([0.0, np.nan, 0.0, 0.0]))
     with pytest.raises(DataError, match="0 and 1"):

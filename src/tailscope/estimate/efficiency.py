@@ -91,13 +91,14 @@ def covariate_adjusted(
         correct[k, i] = b0 + mem[i] in[k, i] + b2 (quality[k] - mean(quality)) + e[k, i]
 
     over the K models; ``mem[i]`` is the coefficient of ``in``. ``quality`` must not depend
-    on i's membership: the models' accuracy on the test set is the intended covariate. As
-    the masks are random and independent of it, ``in`` and ``quality`` are uncorrelated and
-    the coefficient estimates the same ``p_in - p_out`` as :func:`plain` (regression
-    adjustment of a randomized experiment; bias O(1/K)), with the part of the variance that
-    model-to-model quality explains removed.
+    on i's membership: the models' accuracy on the test set is the intended covariate, one
+    value per model (K,), or one per model and example (K, n), e.g. each model's test
+    accuracy on i's class. As the masks are random and independent of it, ``in`` and
+    ``quality`` are uncorrelated and the coefficient estimates the same ``p_in - p_out`` as
+    :func:`plain` (regression adjustment of a randomized experiment; bias O(1/K)), with the
+    part of the variance that model-to-model quality explains removed.
 
-    Computed by Frisch-Waugh-Lovell: with ``q = quality - mean(quality)``, ``r`` the
+    Computed by Frisch-Waugh-Lovell: with ``q = quality - mean_k(quality)``, ``r`` the
     residual of ``in`` on ``[1, q]`` and ``e`` the full regression's residuals, ::
 
         mem = sum_k r_k correct_k / sum_k r_k^2,   se^2 = sum_k r_k^2 e_k^2 / (sum_k r_k^2)^2
@@ -108,7 +109,7 @@ def covariate_adjusted(
 
     Args:
         masks, correct: (K, n) bool or 0/1.
-        quality: (K,) finite numbers, e.g. each model's test accuracy.
+        quality: (K,) or (K, n) finite numbers, e.g. each model's test accuracy.
         chunk_size: columns per chunk (default about 2**22 / K).
 
     Returns:
@@ -116,26 +117,29 @@ def covariate_adjusted(
     """
     masks, correct, chunk_size = _prepare(masks, correct, "correct", chunk_size)
     n_models, n_train = masks.shape
-    quality = np.asarray(quality, dtype=np.float64)
-    if quality.shape != (n_models,):
+    if not isinstance(quality, np.ndarray):
+        quality = np.asarray(quality, dtype=np.float64)
+    if quality.shape not in ((n_models,), masks.shape):
         raise DataError(
-            f"quality has shape {quality.shape} but must have shape ({n_models},), one value "
-            "per model"
+            f"quality has shape {quality.shape} but must have shape ({n_models},) or "
+            f"{masks.shape}: one value per model, or per model and example"
         )
-    if not np.isfinite(quality).all():
-        raise DataError("quality must be finite")
-    q = quality - quality.mean()
-    qq = float(q @ q)
-    if qq <= 1e-12 * n_models * max(1.0, float(np.abs(quality).max()) ** 2):
-        q, qq = np.zeros(n_models), 1.0  # no variation to adjust for: the plain estimator
 
     estimate = np.full(n_train, np.nan)
     se = np.full(n_train, np.nan)
     for columns in column_chunks(n_train, chunk_size):
         x = as_bool(masks[:, columns], "masks").astype(np.float64)
         y = as_bool(correct[:, columns], "correct").astype(np.float64)
-        r = x - x.mean(axis=0) - np.outer(q, (q @ x) / qq)  # in, residualized on [1, q]
-        y_r = y - y.mean(axis=0) - np.outer(q, (q @ y) / qq)  # correct, likewise
+        q = np.asarray(quality[:, columns] if quality.ndim == 2 else quality[:, None], float)
+        if not np.isfinite(q).all():
+            raise DataError("quality must be finite")
+        q = q - q.mean(axis=0)
+        qq = np.einsum("ki,ki->i", q, q)
+        scale = np.maximum(1.0, np.abs(q).max(axis=0)) ** 2
+        # No variation to adjust for: the plain estimator.
+        qq = np.where(qq > 1e-12 * n_models * scale, qq, np.inf)
+        r = x - x.mean(axis=0) - q * (np.einsum("ki,ki->i", q, x) / qq)  # in, on [1, q]
+        y_r = y - y.mean(axis=0) - q * (np.einsum("ki,ki->i", q, y) / qq)  # correct, likewise
         rr = np.einsum("ki,ki->i", r, r)
         defined = rr > 1e-9
         rr = np.where(defined, rr, 1.0)
