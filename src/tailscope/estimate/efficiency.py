@@ -21,8 +21,14 @@ a time, so memory stays O(K x chunk).
   bin of the out-rate; less mean squared error overall, biased toward the bin's mean (most
   for the largest memorization).
 
-``benchmarks/bench_efficiency.py`` measures all four against a reference from held-back
-models of a real run.
+Without assumptions on the margins' distribution, no unbiased estimator built from the
+in- and out-models' margins of example i beats :func:`plain`: the models are independent
+and identically distributed, the order statistics of each group's margins are complete
+sufficient, and the share of positive margins is the minimum-variance unbiased estimate of
+``P[margin > 0]``. Fewer models therefore need either information from outside example i
+(the models' quality, measured on the test set) or a model (normal margins, a prior
+across examples), which can bias. ``benchmarks/bench_efficiency.py`` measures all of them
+against a reference from held-back models of a real run.
 """
 
 from __future__ import annotations
