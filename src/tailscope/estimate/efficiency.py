@@ -18,8 +18,8 @@ a time, so memory stays O(K x chunk).
 - :func:`margin_based`: a normal fit to the in- and out-models' margins; uses more of each
   model's output, but is exact only when the margins are normal.
 - :func:`shrunk`: empirical-Bayes shrinkage of the plain estimate toward a normal prior per
-  bin of the out-rate; less mean squared error overall, biased toward the bin's mean (most
-  for the largest memorization).
+  bin of the out-rate; less mean squared error when the prior fits, always biased toward
+  the bin's mean.
 
 Without assumptions on the margins' distribution, no unbiased estimator built from the
 in- and out-models' margins of example i beats :func:`plain`: the models are independent
@@ -243,10 +243,13 @@ def shrunk(
         w_i = tau_b^2 / (tau_b^2 + s_i^2),   estimate = m_b + w_i (d_i - m_b),
         se = sqrt(w_i) s_i
 
-    This lowers the mean squared error over all examples but is biased toward ``m_b``: it
-    underestimates the largest memorization, the examples a study is after, and ``se`` is
-    a posterior standard deviation, not the spread of the estimate over repeated runs.
-    ``bins=1`` fits one prior to all examples. An example with ``s_i = 0`` keeps ``d_i``.
+    This lowers the mean squared error over all examples when the normal prior fits (on a
+    synthetic run to less than half), but pulls every estimate toward ``m_b``: the largest
+    memorization, the examples a study is after, is biased, and on real runs, whose
+    memorization is far from normal within a bin, it did not lower the error
+    (``benchmarks/bench_efficiency.py``). ``se`` is a posterior standard deviation, not the
+    spread of the estimate over repeated runs. ``bins=1`` fits one prior to all examples.
+    An example with ``s_i = 0`` keeps ``d_i``.
 
     Args:
         masks, correct: (K, n) bool or 0/1.
