@@ -8,10 +8,13 @@ all n x t pairs declares positive. The statistics underneath: ``fisher_pvalues``
 exact p-values), ``bh_qvalues`` / ``bh_reject`` (dense BH/BY), ``InfluenceFDR`` (BH/BY over
 all pairs, streamed), ``difference_interval`` (confidence intervals), ``models_needed`` /
 ``detection_power`` (exact power). :class:`Estimates` holds a run's estimates and exports
-them as tables.
+them as tables. Alternative memorization estimators, measured but not the default:
+``covariate_adjusted`` (for model quality), ``margin_based`` (normal fits to the margins),
+``shrunk`` (empirical Bayes); see ``benchmarks/bench_efficiency.py``.
 """
 
 from tailscope.estimate._validation import UndefinedEstimateWarning
+from tailscope.estimate.efficiency import covariate_adjusted, margin_based, shrunk
 from tailscope.estimate.estimates import Estimates
 from tailscope.estimate.fdr import (
     Discoveries,
@@ -45,12 +48,15 @@ __all__ = [
     "UndefinedEstimateWarning",
     "bh_qvalues",
     "bh_reject",
+    "covariate_adjusted",
     "detection_power",
     "difference_interval",
     "fisher_pvalues",
     "influence",
+    "margin_based",
     "memorization",
     "memorization_counts",
     "models_needed",
+    "shrunk",
     "standard_error",
 ]
