@@ -110,9 +110,9 @@ def fp32_products_in_bf16() -> Iterator[None]:
     in float32 (oneDNN's bf16 "fpmath" mode: native on CPUs with AVX512-BF16 or AMX,
     emulated on other AVX-512 CPUs; elsewhere torch keeps exact float32 products). For
     inputs that already hold bf16 values every variant computes the same thing, a bf16
-    product accumulated in float32 (bf16 x bf16 products are exact in float32), which is
-    how the stacked-MLP trainer accumulates weight gradients straight into its float32
-    momentum. The setting is process-wide; it is restored on exit.
+    product accumulated in float32 (bf16 x bf16 products are exact in float32). The
+    stacked-MLP trainer trains in bf16 on a CPU this way: float32 tensors throughout, the
+    rounding inside the kernels. The setting is process-wide; it is restored on exit.
     """
     matmul = torch.backends.mkldnn.matmul
     before = matmul.fp32_precision
