@@ -20,6 +20,7 @@ __all__ = [
     "as_matrix",
     "check_binary",
     "check_chunk_size",
+    "check_like_masks",
     "check_same_models",
     "column_chunks",
     "warn_undefined",
@@ -55,6 +56,16 @@ def check_same_models(masks: np.ndarray, other: np.ndarray, other_name: str) -> 
         raise DataError(
             f"masks must hold at least 2 models (rows) to compare in- and out-of-subset "
             f"models, got {masks.shape[0]}"
+        )
+
+
+def check_like_masks(masks: np.ndarray, other: np.ndarray, other_name: str) -> None:
+    """``other`` must be (n_models, n_train) like ``masks``, with at least two models."""
+    check_same_models(masks, other, other_name)
+    if other.shape != masks.shape:
+        raise DataError(
+            f"{other_name} has shape {other.shape} but masks has shape {masks.shape}; "
+            "both must be (n_models, n_train)"
         )
 
 

@@ -43,7 +43,7 @@ from tailscope.estimate._validation import (
     as_bool,
     as_matrix,
     check_chunk_size,
-    check_same_models,
+    check_like_masks,
     column_chunks,
 )
 from tailscope.estimate.memorization import difference_of_means, memorization_counts
@@ -58,12 +58,7 @@ def _prepare(masks: ArrayLike, values: ArrayLike, name: str, chunk_size: int | N
     """Check two (K, n) matrices; return them and the columns per chunk."""
     masks = as_matrix(masks, "masks")
     values = as_matrix(values, name)
-    check_same_models(masks, values, name)
-    if values.shape != masks.shape:
-        raise DataError(
-            f"{name} has shape {values.shape} but masks has shape {masks.shape}; "
-            "both must be (n_models, n_train)"
-        )
+    check_like_masks(masks, values, name)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ENTRIES // masks.shape[0])
     return masks, values, check_chunk_size(chunk_size)

@@ -21,12 +21,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from tailscope.errors import DataError
 from tailscope.estimate._validation import (
     as_bool,
     as_matrix,
     check_chunk_size,
-    check_same_models,
+    check_like_masks,
     column_chunks,
     warn_undefined,
 )
@@ -89,12 +88,7 @@ def memorization_counts(
     """
     masks = as_matrix(masks, "masks")
     correct_train = as_matrix(correct_train, "correct_train")
-    check_same_models(masks, correct_train, "correct_train")
-    if correct_train.shape != masks.shape:
-        raise DataError(
-            f"correct_train has shape {correct_train.shape} but masks has shape {masks.shape}; "
-            "both must be (n_models, n_train)"
-        )
+    check_like_masks(masks, correct_train, "correct_train")
     n_models, n_train = masks.shape
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ENTRIES // n_models)

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tailscope.estimate._validation import check_same_models
+from tailscope.estimate._validation import check_like_masks
 from tailscope.scores._checks import (
     as_bool,
     as_matrix,
     check_ratios,
-    check_shape,
     chunk_columns,
     column_chunks,
     warn_undefined,
@@ -89,8 +88,7 @@ def heldout_accuracy(
     n_models, n = correct.shape
     if masks is not None:
         masks = as_matrix(masks, "masks")
-        check_same_models(masks, correct, "correct")
-        check_shape(correct, "correct", masks.shape, "masks")
+        check_like_masks(masks, correct, "correct")
     if ratios is None:
         levels, group = np.empty(0), np.zeros(n_models, dtype=np.int64)
     else:

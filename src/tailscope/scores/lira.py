@@ -52,12 +52,11 @@ from scipy import special
 
 from tailscope._checks import check_choice, check_scalar
 from tailscope.errors import DataError
-from tailscope.estimate._validation import check_same_models
+from tailscope.estimate._validation import check_like_masks
 from tailscope.scores._checks import (
     as_bool,
     as_float_chunk,
     as_matrix,
-    check_shape,
     chunk_columns,
     column_chunks,
 )
@@ -132,8 +131,7 @@ def _pooled(ss_total: ArrayLike, df_total: ArrayLike) -> np.ndarray:
 def _check_inputs(masks: ArrayLike, phi: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     masks = as_matrix(masks, "masks")
     phi = as_matrix(phi, "phi")
-    check_same_models(masks, phi, "phi")
-    check_shape(phi, "phi", masks.shape, "masks")
+    check_like_masks(masks, phi, "phi")
     return masks, phi
 
 
