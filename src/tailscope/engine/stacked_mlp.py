@@ -412,12 +412,12 @@ def train_stacked_mlp(
                 if progress is not None:
                     progress(k)
 
-        # Predictions take bf16 tensors on every device: no update follows, and a CPU
-        # multiplies them faster than float32 tensors in bf16 mode.
-        dtype = compute_dtype(precision)
-        rows = _eval_rows(data.device, k, widths, dtype)
-        net.prepare_eval(rows, dtype)
-        x_train = x_train.to(dtype)
-        x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype)
-        with record_function("tailscope.predict"):
-            return predict_both_splits(net.logits, data, masks, x_train, x_test, rows)
+    # A bf16 run predicts with bf16 copies on every device: no update follows, and a CPU
+    # multiplies them faster than float32 tensors in bf16 mode.
+    dtype = compute_dtype(precision)
+    rows = _eval_rows(data.device, k, widths, dtype)
+    net.prepare_eval(rows, dtype)
+    x_train = x_train.to(dtype)
+    x_test = data.x_test.reshape(len(data.x_test), -1).to(dtype)
+    with record_function("tailscope.predict"):
+        return predict_both_splits(net.logits, data, masks, x_train, x_test, rows)
